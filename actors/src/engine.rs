@@ -1,0 +1,181 @@
+//! Starting the engine: open and bootstrap the database, then start every actor. Must run
+//! inside an actix `System`.
+
+use std::sync::{Arc, Mutex};
+
+use actix::{Actor, Addr, SyncArbiter};
+
+use crate::clock::SharedClock;
+use crate::db_reader::{DbReader, ReaderHandle};
+use crate::db_writer::{DbWriter, WriterHandle};
+use crate::expiry_pruner::ExpiryPruner;
+use crate::handle::{Handle, HandleLimits};
+use crate::health::{ActorHealth, Registry};
+use crate::proof_signer::{self, SignerHandle};
+use crate::store::sqlite::{self, BootstrapReport, SqliteDatabase, SqliteTarget};
+use crate::store::{Database, StoreTx, read_db};
+
+/// The backend seed upstream uses in developer mode (32 × 0xCD).
+pub const DEV_BACKEND_SEED: [u8; 32] = [0xCD; 32];
+
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub db: SqliteTarget,
+    pub dev: bool,
+    pub readers: usize,
+    pub signers: usize,
+    pub limits: HandleLimits,
+    pub clock: SharedClock,
+    /// Start the daily pruner (tests may drive the job by hand instead).
+    pub pruner: bool,
+}
+
+/// Counts shown in the startup banner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DbCounts {
+    pub users: i64,
+    pub revocations: i64,
+    pub payments: i64,
+    pub unredeemed: i64,
+    pub user_errors: i64,
+    pub google_notifications: i64,
+    pub apple_notifications: i64,
+    pub gen_index: u64,
+}
+
+pub struct Engine {
+    pub writer: WriterHandle,
+    pub reader: ReaderHandle,
+    pub signer: SignerHandle,
+    pub pruner: Option<Addr<ExpiryPruner>>,
+    pub registry: Arc<Registry>,
+    pub backend_pubkey: [u8; 32],
+    pub gen_index_salt: [u8; 16],
+    pub bootstrap: BootstrapReport,
+    pub counts: DbCounts,
+}
+
+/// Opens and bootstraps the database (creating a fresh key, or the dev key in dev mode) and
+/// returns the connection and the runtime secrets. Used by the server and the admin CLI.
+pub fn open_and_bootstrap(
+    target: &SqliteTarget,
+    dev: bool,
+) -> Result<(rusqlite::Connection, BootstrapReport, crate::store::RuntimeRow), String> {
+    let mut conn = sqlite::open_writer(target).map_err(|e| format!("Failed to open/connect to DB at {}: {e}", target.path))?;
+    let new_key = if dev {
+        DEV_BACKEND_SEED
+    } else {
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k).map_err(|e| format!("no randomness for a backend key: {e}"))?;
+        k
+    };
+    let report = sqlite::bootstrap(&mut conn, new_key).map_err(|e| format!("Failed to bootstrap DB tables: {e}"))?;
+    let runtime = sqlite::read(&mut conn, |tx| tx.runtime()).map_err(|e| format!("Failed to read the runtime row: {e}"))?;
+    if dev && runtime.backend_key != DEV_BACKEND_SEED {
+        return Err("Developer mode was enabled but the database holds a non-development backend key; \
+                    refusing to start (dev mode must never run on a production database)"
+            .into());
+    }
+    Ok((conn, report, runtime))
+}
+
+fn counts(db: &mut dyn Database, gen_index: u64) -> DbCounts {
+    read_db(db, |tx| {
+        let mut c = DbCounts { gen_index, ..Default::default() };
+        let q = |tx: &mut dyn StoreTx, table: &str| tx.count_rows(table);
+        c.users = q(tx, "users")?;
+        c.revocations = q(tx, "revocations")?;
+        c.payments = q(tx, "payments")?;
+        c.unredeemed = tx.count_unredeemed()?;
+        c.user_errors = q(tx, "user_errors")?;
+        c.google_notifications = q(tx, "google_notification_history")?;
+        c.apple_notifications = q(tx, "apple_notification_uuid_history")?;
+        Ok(c)
+    })
+    .unwrap_or_default()
+}
+
+pub fn start(cfg: EngineConfig) -> Result<Engine, String> {
+    let (conn, bootstrap, runtime) = open_and_bootstrap(&cfg.db, cfg.dev)?;
+    let registry = Registry::new();
+    let mut writer_db = SqliteDatabase { conn };
+    let counts = counts(&mut writer_db, runtime.gen_index);
+
+    let writer_health = ActorHealth::new("db_writer");
+    let (wh, clock, dev) = (writer_health.clone(), cfg.clock.clone(), cfg.dev);
+    // The writer's connection is moved into its single thread; the factory cannot run twice.
+    let slot = Mutex::new(Some(Box::new(writer_db) as Box<dyn Database>));
+    let target = cfg.db.clone();
+    let writer_addr = SyncArbiter::start(1, move || {
+        let db = slot.lock().ok().and_then(|mut s| s.take()).unwrap_or_else(|| {
+            // Restarted after a crash of its thread: reopen.
+            wh.record_restart();
+            match sqlite::open_writer(&target) {
+                Ok(conn) => Box::new(SqliteDatabase { conn }) as Box<dyn Database>,
+                Err(e) => Box::new(BrokenDatabase(e.to_string())),
+            }
+        });
+        DbWriter::new(db, wh.clone(), clock.clone(), dev)
+    });
+    let writer = Handle::new(writer_addr, writer_health.clone(), cfg.limits);
+    registry.add_actor(writer_health);
+
+    let reader = if cfg.db.is_memory() {
+        ReaderHandle::Writer(writer.clone())
+    } else {
+        let health = ActorHealth::new("db_reader");
+        let n = cfg.readers.max(1);
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            conns.push(sqlite::open_reader(&cfg.db).map_err(|e| format!("Failed to open a read connection: {e}"))?);
+        }
+        let pool = Mutex::new(conns);
+        let (h, clock, target) = (health.clone(), cfg.clock.clone(), cfg.db.clone());
+        let addr = SyncArbiter::start(n, move || {
+            let conn = pool.lock().ok().and_then(|mut p| p.pop()).map(Ok).unwrap_or_else(|| sqlite::open_reader(&target));
+            let db = conn.ok().map(|conn| Box::new(SqliteDatabase { conn }) as Box<dyn Database>);
+            DbReader::new(db, h.clone(), clock.clone())
+        });
+        registry.add_actor(health.clone());
+        ReaderHandle::Pool(Handle::new(addr, health, cfg.limits))
+    };
+
+    let (signer, backend_pubkey) = proof_signer::start(runtime.backend_key, cfg.signers, cfg.clock.clone(), cfg.limits);
+    registry.add_actor(signer.health().clone());
+
+    let pruner = cfg.pruner.then(|| {
+        let health = ActorHealth::new("expiry_pruner");
+        registry.add_actor(health.clone());
+        let addr = ExpiryPruner::new(writer.clone(), cfg.clock.clone(), health.clone()).start();
+        let probe = addr.clone();
+        health.set_liveness(move || probe.connected());
+        addr
+    });
+
+    Ok(Engine {
+        writer,
+        reader,
+        signer,
+        pruner,
+        registry,
+        backend_pubkey,
+        gen_index_salt: runtime.gen_index_salt,
+        bootstrap,
+        counts,
+    })
+}
+
+/// Stands in for a connection that could not be reopened: every call fails cleanly.
+struct BrokenDatabase(String);
+
+impl Database for BrokenDatabase {
+    fn read_with(&mut self, _: &mut dyn FnMut(&mut dyn StoreTx) -> crate::store::StoreResult<()>) -> crate::store::StoreResult<()> {
+        Err(crate::store::StoreError::Db(self.0.clone()))
+    }
+    fn write_with(
+        &mut self,
+        _: &mut dyn FnMut(&mut dyn StoreTx) -> Result<(), crate::store::ops::OpError>,
+    ) -> Result<(), crate::store::ops::OpError> {
+        Err(crate::store::StoreError::Db(self.0.clone()).into())
+    }
+}

@@ -1,0 +1,18 @@
+//! Engine of the Session Pro backend.
+//!
+//! `domain` holds the pure rules (hashes, signatures, time math, entitlement lookup); `store`
+//! owns the database; the actor modules own one resource each and are reached only through
+//! their handles.
+
+pub mod clock;
+pub mod engine;
+pub mod db_reader;
+pub mod db_writer;
+pub mod domain;
+pub mod expiry_pruner;
+pub mod handle;
+pub mod health;
+pub mod proof_signer;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};

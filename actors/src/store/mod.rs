@@ -1,0 +1,145 @@
+//! Storage: the data model of upstream's schema version 9 behind a backend-neutral trait.
+//!
+//! [`StoreTx`] is the set of primitive reads and writes one transaction can make; each backend
+//! implements it with its own SQL. The business operations in [`ops`] are written once on top
+//! of it, so the rules (claiming, revoking, pruning…) cannot drift between backends.
+
+pub mod ops;
+pub mod rows;
+pub mod schema;
+pub mod sqlite;
+
+use crate::domain::lookup::{LookupRow, Summary};
+use crate::domain::revocation::RevocationRow;
+use crate::domain::types::{PaymentProvider, PaymentTx, PubKeyBytes};
+pub use rows::{NewPayment, PaymentRow, RuntimeRow, SubscriptionRow, UserRow};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(String),
+    #[error("database is busy, try again")]
+    Busy,
+    #[error("data integrity problem: {0}")]
+    Integrity(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Primitive operations inside one transaction. Timestamps are milliseconds; keys raw bytes.
+pub trait StoreTx {
+    // -- runtime row
+    fn runtime(&mut self) -> StoreResult<RuntimeRow>;
+    fn revocation_ticket(&mut self) -> StoreResult<i64>;
+    /// Atomically takes the next generation index.
+    fn take_gen_index(&mut self) -> StoreResult<u64>;
+    fn set_last_expire(&mut self, ts: i64) -> StoreResult<()>;
+    fn bump_revocation_ticket(&mut self) -> StoreResult<()>;
+
+    // -- payments
+    /// The row with the provider's identity tuple (Google: token + order id; Apple: original,
+    /// transaction and web-line ids; Rangeproof: order id).
+    fn find_payment(&mut self, tx: &PaymentTx) -> StoreResult<Option<PaymentRow>>;
+    fn insert_payment(&mut self, p: &NewPayment) -> StoreResult<i64>;
+    /// Whether an Unredeemed row exists with the identifiers a client claims with (Google: token
+    /// + order id; Apple: transaction id; Rangeproof: order id).
+    fn has_unredeemed_claimable(&mut self, tx: &PaymentTx) -> StoreResult<bool>;
+    /// Whether any row exists with the identifiers a client claims with.
+    fn claim_target_exists(&mut self, tx: &PaymentTx) -> StoreResult<bool>;
+    /// Owner of the newest owned payment of the same subscription (Google: purchase token;
+    /// Apple: original transaction id).
+    fn newest_owner_of_subscription(&mut self, tx: &PaymentTx) -> StoreResult<Option<PubKeyBytes>>;
+    /// Binds an Unredeemed claimable payment to `master`; returns the number of rows changed.
+    fn claim_payment(&mut self, tx: &PaymentTx, master: &PubKeyBytes, redeemed_ts: i64) -> StoreResult<usize>;
+    /// Rows with the claim identifiers already past Unredeemed and owned by `master`.
+    fn count_claimed_by(&mut self, tx: &PaymentTx, master: &PubKeyBytes) -> StoreResult<i64>;
+    /// The newest (by id) Redeemed/Expired/Revoked payments of `master`, at most `limit`.
+    fn lookup_rows(&mut self, master: &PubKeyBytes, limit: usize) -> StoreResult<Vec<LookupRow>>;
+    /// Updates grace and/or auto-renew on every row of the identity; returns the owners of the
+    /// matched rows (None for unowned rows). Revoked rows never get auto-renew switched on.
+    fn update_renewal_info(&mut self, tx: &PaymentTx, grace: Option<i64>, auto_renewing: Option<bool>)
+    -> StoreResult<Vec<Option<PubKeyBytes>>>;
+    /// Sets the refund-requested time on the rows a client names (Apple: transaction id;
+    /// Google: token + order id), only those owned by `owner` when given; returns the owners.
+    fn set_refund_requested(&mut self, tx: &PaymentTx, ts: i64, owner: Option<&PubKeyBytes>)
+    -> StoreResult<Vec<Option<PubKeyBytes>>>;
+    /// Every row of a subscription (Google: token; Apple: original transaction id), by id.
+    fn subscription_rows(&mut self, provider: PaymentProvider, key: &str) -> StoreResult<Vec<SubscriptionRow>>;
+    /// Revokes one row if it is Unredeemed or Redeemed; returns whether it changed.
+    fn mark_revoked(&mut self, id: i64, ts: i64) -> StoreResult<bool>;
+    /// Marks Unredeemed/Redeemed rows with `expiry <= ts` Expired; returns the number of
+    /// distinct owners among them.
+    fn expire_payments(&mut self, ts: i64) -> StoreResult<i64>;
+    fn payments_total(&mut self, master: &PubKeyBytes) -> StoreResult<i64>;
+    /// Non-Unredeemed rows of `master`, newest witnessed first, at most `limit`.
+    fn payment_history(&mut self, master: &PubKeyBytes, limit: u32) -> StoreResult<Vec<PaymentRow>>;
+
+    // -- users
+    fn user(&mut self, master: &PubKeyBytes) -> StoreResult<Option<UserRow>>;
+    fn update_user_summary(&mut self, master: &PubKeyBytes, s: &Summary) -> StoreResult<()>;
+    fn upsert_user(&mut self, master: &PubKeyBytes, gen_index: u64, s: &Summary) -> StoreResult<()>;
+    /// Deletes users that own no payment at all.
+    fn delete_orphan_users(&mut self) -> StoreResult<i64>;
+
+    // -- revocations
+    fn revocation(&mut self, gen_index: u64) -> StoreResult<Option<RevocationRow>>;
+    fn insert_revocation(&mut self, row: &RevocationRow) -> StoreResult<()>;
+    /// Rewrites an existing row's times; the caller bumps the ticket when this is a change.
+    fn update_revocation(&mut self, row: &RevocationRow) -> StoreResult<()>;
+    fn delete_revocation(&mut self, gen_index: u64) -> StoreResult<bool>;
+    /// The whole list, ascending generation index.
+    fn revocations(&mut self) -> StoreResult<Vec<RevocationRow>>;
+    fn delete_expired_revocations(&mut self, ts: i64) -> StoreResult<i64>;
+
+    // -- user errors
+    fn add_user_error(&mut self, provider: PaymentProvider, payment_id: &str, ts: i64) -> StoreResult<bool>;
+    fn delete_user_error(&mut self, provider: PaymentProvider, payment_id: &str) -> StoreResult<bool>;
+    fn has_user_error_for(&mut self, master: &PubKeyBytes) -> StoreResult<bool>;
+
+    // -- notification histories (pruned by the daily job)
+    fn delete_expired_apple_uuids(&mut self, ts: i64) -> StoreResult<i64>;
+    fn delete_expired_handled_google_notifications(&mut self, ts: i64) -> StoreResult<i64>;
+
+    // -- operator views
+    /// Rows of one of the schema's tables (`table` is one of [`schema::TABLES`]).
+    fn count_rows(&mut self, table: &str) -> StoreResult<i64>;
+    fn count_unredeemed(&mut self) -> StoreResult<i64>;
+
+    // -- nested rollback points for best-effort sub-steps
+    fn savepoint(&mut self, name: &str) -> StoreResult<()>;
+    fn release(&mut self, name: &str) -> StoreResult<()>;
+    fn rollback_to(&mut self, name: &str) -> StoreResult<()>;
+}
+
+/// A connection to one backend, able to run a function in a read or a write transaction.
+/// Object-safe so the actors can hold any backend.
+pub trait Database: Send {
+    fn read_with(&mut self, f: &mut dyn FnMut(&mut dyn StoreTx) -> StoreResult<()>) -> StoreResult<()>;
+    fn write_with(&mut self, f: &mut dyn FnMut(&mut dyn StoreTx) -> Result<(), ops::OpError>) -> Result<(), ops::OpError>;
+}
+
+/// Runs `f` in a read transaction of `db`.
+pub fn read_db<T>(db: &mut dyn Database, f: impl FnOnce(&mut dyn StoreTx) -> StoreResult<T>) -> StoreResult<T> {
+    let mut f = Some(f);
+    let mut out = None;
+    db.read_with(&mut |tx| {
+        if let Some(f) = f.take() {
+            out = Some(f(tx)?);
+        }
+        Ok(())
+    })?;
+    out.ok_or_else(|| StoreError::Db("the read did not run".into()))
+}
+
+/// Runs `f` in a write transaction of `db` (committed on success, rolled back otherwise).
+pub fn write_db<T>(db: &mut dyn Database, f: impl FnOnce(&mut dyn StoreTx) -> Result<T, ops::OpError>) -> Result<T, ops::OpError> {
+    let mut f = Some(f);
+    let mut out = None;
+    db.write_with(&mut |tx| {
+        if let Some(f) = f.take() {
+            out = Some(f(tx)?);
+        }
+        Ok(())
+    })?;
+    out.ok_or_else(|| StoreError::Db("the write did not run".into()).into())
+}
