@@ -1,1 +1,8 @@
-pub fn y(){}
+//! The shell of the Session Pro backend: configuration, the HTTP surface and the daemon's
+//! start-up. The engine (`pro_engine`) owns the data, the keys and the rules.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod tables;
+pub mod telemetry;

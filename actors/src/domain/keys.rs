@@ -28,6 +28,21 @@ pub fn verify_signature(pubkey: &[u8; 32], message: &[u8], sig: &[u8; 64]) -> bo
     vk.verify_strict(message, &Signature::from_bytes(sig)).is_ok()
 }
 
+/// The X25519 secret libsodium derives from an Ed25519 seed (`crypto_sign_ed25519_sk_to_curve25519`):
+/// the first half of SHA-512(seed), clamped.
+pub fn x25519_secret_from_ed25519_seed(seed: &[u8; 32]) -> [u8; 32] {
+    let mut b = ed25519_dalek::SigningKey::from_bytes(seed).to_scalar_bytes();
+    b[0] &= 248;
+    b[31] &= 127;
+    b[31] |= 64;
+    b
+}
+
+/// The X25519 public key of an Ed25519 public key (birational map to Montgomery form).
+pub fn x25519_public_from_ed25519(pubkey: &[u8; 32]) -> Option<[u8; 32]> {
+    VerifyingKey::from_bytes(pubkey).ok().map(|vk| vk.to_montgomery().to_bytes())
+}
+
 /// Keeps the first and last 30% of a string (at least one character each) around an ellipsis;
 /// strings shorter than three characters are shown as they are.
 pub fn obfuscate(s: &str) -> String {

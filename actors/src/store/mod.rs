@@ -8,6 +8,8 @@ pub mod ops;
 pub mod rows;
 pub mod schema;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use crate::domain::lookup::{LookupRow, Summary};
 use crate::domain::revocation::RevocationRow;

@@ -728,3 +728,57 @@ impl super::Database for SqliteDatabase {
         write(&mut self.conn, f)
     }
 }
+
+/// One value of a dumped table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// A whole table, for operators (`print_tables`, `db print`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableDump {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+/// Every table in catalogue order.
+pub fn dump_tables(conn: &Connection) -> StoreResult<Vec<TableDump>> {
+    let names: Vec<String> = {
+        let mut st = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid")
+            .map_err(db_err)?;
+        st.query_map([], |r| r.get(0)).map_err(db_err)?.collect::<Result<_, _>>().map_err(db_err)?
+    };
+    let mut out = Vec::new();
+    for name in names {
+        // The name comes from the catalogue; quote it as an identifier anyway.
+        let mut st = conn.prepare(&format!("SELECT * FROM \"{}\"", name.replace('"', "\"\""))).map_err(db_err)?;
+        let columns: Vec<String> = st.column_names().into_iter().map(String::from).collect();
+        let n = columns.len();
+        let rows = st
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| {
+                        Ok(match r.get_ref(i)? {
+                            ValueRef::Null => Cell::Null,
+                            ValueRef::Integer(v) => Cell::Int(v),
+                            ValueRef::Real(v) => Cell::Real(v),
+                            ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+                            ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<Cell>>>()
+            })
+            .map_err(db_err)?
+            .collect::<Result<_, _>>()
+            .map_err(db_err)?;
+        out.push(TableDump { name, columns, rows });
+    }
+    Ok(out)
+}
