@@ -55,7 +55,9 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
 
 fn sqlite_target(cfg: &Config) -> Result<SqliteTarget, String> {
     match &cfg.db {
-        DbLocation::SqliteFile { path, uri } => Ok(SqliteTarget { path: path.to_string_lossy().into_owned(), uri: *uri }),
+        DbLocation::SqliteFile { path, uri } => {
+            Ok(SqliteTarget { path: path.to_string_lossy().into_owned(), uri: *uri })
+        }
         DbLocation::SqliteMemory => Ok(SqliteTarget::memory()),
         DbLocation::Postgres { .. } => Err("PostgreSQL databases are not supported by this build yet".into()),
     }
@@ -132,11 +134,12 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
         max_body_bytes: cfg.max_request_body_bytes,
     });
     let app_state = state.clone();
-    let http_server = HttpServer::new(move || App::new().app_data(app_state.clone()).default_service(web::to(http::entry)))
-        .workers(opts.http_workers.max(1))
-        .shutdown_timeout(5)
-        .bind(&cfg.listen)
-        .map_err(|e| format!("Failed to listen on {}: {e}", cfg.listen))?;
+    let http_server =
+        HttpServer::new(move || App::new().app_data(app_state.clone()).default_service(web::to(http::entry)))
+            .workers(opts.http_workers.max(1))
+            .shutdown_timeout(5)
+            .bind(&cfg.listen)
+            .map_err(|e| format!("Failed to listen on {}: {e}", cfg.listen))?;
     let addr = http_server.addrs().first().copied().ok_or_else(|| format!("Failed to listen on {}", cfg.listen))?;
     let server = http_server.run();
     info!("{}", banner(cfg, &engine, &target, addr));
@@ -193,7 +196,10 @@ fn banner(cfg: &Config, engine: &Engine, target: &SqliteTarget, addr: SocketAddr
     }
     s.push_str("Session Pro Backend\n");
     s.push_str(&format!("  DB:                               {}{size}\n", cfg.db_display));
-    s.push_str(&format!("  Users/Revocs/Payments/Unredeemed: {}/{}/{}/{}\n", c.users, c.revocations, c.payments, c.unredeemed));
+    s.push_str(&format!(
+        "  Users/Revocs/Payments/Unredeemed: {}/{}/{}/{}\n",
+        c.users, c.revocations, c.payments, c.unredeemed
+    ));
     s.push_str(&format!(
         "  U.Errors/Google/Apple Notifs.:    {}/{}/{}\n",
         c.user_errors, c.google_notifications, c.apple_notifications

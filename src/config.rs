@@ -162,10 +162,7 @@ pub fn load(env: &HashMap<String, String>) -> Result<Config, Vec<String>> {
 /// Like [`load`], but the INI path is given explicitly (admin CLI `--config`) and
 /// `SESH_PRO_BACKEND_INI_PATH` is ignored. `None` means no INI at all. Environment overrides
 /// still apply.
-pub fn load_with_ini(
-    ini: Option<&Path>,
-    env: &HashMap<String, String>,
-) -> Result<Config, Vec<String>> {
+pub fn load_with_ini(ini: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, Vec<String>> {
     resolve(ini, env, Vec::new(), false)
 }
 
@@ -199,10 +196,7 @@ fn resolve(
         Some(base) => base,
         None => {
             if let (Some(path), true) = (ini_path, ini_ok) {
-                errors.push(format!(
-                    ".INI config file \"{}\" has no [base] section",
-                    path.display()
-                ));
+                errors.push(format!(".INI config file \"{}\" has no [base] section", path.display()));
             }
             ini.empty_section("base")
         }
@@ -219,23 +213,15 @@ fn resolve(
     // Seed/requirement spelling first so that the latest spelling wins when both are present.
     let ini_testing_old = ini_bool(&base, "platform_testing_environment", &mut errors);
     let ini_testing_new = ini_bool(&base, "platform_testing_env", &mut errors);
-    let ini_testing = if base.contains("platform_testing_env") {
-        ini_testing_new
-    } else {
-        ini_testing_old
-    };
+    let ini_testing = if base.contains("platform_testing_env") { ini_testing_new } else { ini_testing_old };
     let ini_unsafe_logging = ini_bool(&base, "unsafe_logging", &mut errors);
     let ini_delete_user_errors = base.get("delete_user_errors");
     let ini_webhook_url = base.get("session_webhook_url");
     let ini_webhook_name = base.get("session_webhook_name");
     let ini_listen = base.get("listen");
-    let ini_body_limit = base.get("max_request_body_bytes").and_then(|v| {
-        body_limit(
-            &v,
-            &format!("[base] max_request_body_bytes = {v}"),
-            &mut errors,
-        )
-    });
+    let ini_body_limit = base
+        .get("max_request_body_bytes")
+        .and_then(|v| body_limit(&v, &format!("[base] max_request_body_bytes = {v}"), &mut errors));
 
     // Layer 3: the environment.
     let env_str = |name: &str| env.get(name).cloned();
@@ -262,18 +248,12 @@ fn resolve(
     let env_testing = env_bool(env, env_var::PLATFORM_TESTING_ENV, &mut errors);
     let env_unsafe_logging = env_bool(env, env_var::UNSAFE_LOGGING, &mut errors);
     let env_delete_user_errors = env_str(env_var::DELETE_USER_ERRORS);
-    let env_webhook_url =
-        env_str(env_var::SESSION_WEBHOOK_URL).or_else(|| env_str(env_var::WEBHOOK_URL));
-    let env_webhook_name =
-        env_str(env_var::SESSION_WEBHOOK_NAME).or_else(|| env_str(env_var::WEBHOOK_NAME));
+    let env_webhook_url = env_str(env_var::SESSION_WEBHOOK_URL).or_else(|| env_str(env_var::WEBHOOK_URL));
+    let env_webhook_name = env_str(env_var::SESSION_WEBHOOK_NAME).or_else(|| env_str(env_var::WEBHOOK_NAME));
     let env_listen = env_str(env_var::LISTEN);
-    let env_body_limit = env.get(env_var::MAX_REQUEST_BODY_BYTES).and_then(|v| {
-        body_limit(
-            v,
-            &format!("{}={v}", env_var::MAX_REQUEST_BODY_BYTES),
-            &mut errors,
-        )
-    });
+    let env_body_limit = env
+        .get(env_var::MAX_REQUEST_BODY_BYTES)
+        .and_then(|v| body_limit(v, &format!("{}={v}", env_var::MAX_REQUEST_BODY_BYTES), &mut errors));
 
     if !ini_ok {
         return Err(errors);
@@ -283,29 +263,19 @@ fn resolve(
     let db_path = env_db_path.or(ini_db_path).unwrap_or_default();
     let db_path_is_uri = env_db_path_is_uri.or(ini_db_path_is_uri).unwrap_or(false);
     let db_url = env_db_url.or(ini_db_url).unwrap_or_default();
-    let log_path = env_log_path
-        .or(ini_log_path)
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from);
+    let log_path = env_log_path.or(ini_log_path).filter(|p| !p.is_empty()).map(PathBuf::from);
     let print_tables = env_print_tables.or(ini_print_tables).unwrap_or(false);
     let dev = env_dev.or(ini_dev).unwrap_or(false);
     let with_platform_apple = env_apple.or(ini_apple).unwrap_or(false);
     let with_platform_google = env_google.or(ini_google).unwrap_or(false);
     let mut platform_testing_env = env_testing.or(ini_testing).unwrap_or(false);
     let unsafe_logging = env_unsafe_logging.or(ini_unsafe_logging).unwrap_or(false);
-    let delete_arg = env_delete_user_errors
-        .or(ini_delete_user_errors)
-        .unwrap_or_default();
+    let delete_arg = env_delete_user_errors.or(ini_delete_user_errors).unwrap_or_default();
     let webhook_url = env_webhook_url.or(ini_webhook_url).unwrap_or_default();
     let webhook_name = env_webhook_name.or(ini_webhook_name).unwrap_or_default();
     // An empty value means "not set", so it falls back to the default like an absent one.
-    let listen = env_listen
-        .or(ini_listen)
-        .filter(|l| !l.is_empty())
-        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-    let max_request_body_bytes = env_body_limit
-        .or(ini_body_limit)
-        .unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES);
+    let listen = env_listen.or(ini_listen).filter(|l| !l.is_empty()).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let max_request_body_bytes = env_body_limit.or(ini_body_limit).unwrap_or(DEFAULT_MAX_REQUEST_BODY_BYTES);
 
     if listen.parse::<SocketAddr>().is_err() {
         errors.push(format!(
@@ -324,17 +294,10 @@ fn resolve(
     // Webhooks: the legacy [base] pair first, then [session_webhook.N].
     let mut webhooks = Vec::new();
     if !webhook_url.is_empty() {
-        let name = if webhook_name.is_empty() {
-            DEFAULT_WEBHOOK_NAME.to_owned()
-        } else {
-            webhook_name
-        };
+        let name = if webhook_name.is_empty() { DEFAULT_WEBHOOK_NAME.to_owned() } else { webhook_name };
         let label = "session_webhook_url ([base] or environment)";
         if check_webhook(label, &name, &webhook_url, &mut errors) {
-            webhooks.push(WebhookConfig {
-                name,
-                url: webhook_url,
-            });
+            webhooks.push(WebhookConfig { name, url: webhook_url });
         }
     }
     webhooks.extend(read_webhook_sections(&ini, &mut errors));
@@ -344,25 +307,13 @@ fn resolve(
     let apple = ini.section("apple").map(|sec| {
         let mut problems = Vec::new();
         let cfg = parse_apple(&sec, &mut problems);
-        route_problems(
-            problems,
-            with_platform_apple,
-            "Apple",
-            &mut errors,
-            &mut warnings,
-        );
+        route_problems(problems, with_platform_apple, "Apple", &mut errors, &mut warnings);
         cfg
     });
     let google = ini.section("google").map(|sec| {
         let mut problems = Vec::new();
         let cfg = parse_google(&sec, &mut problems);
-        route_problems(
-            problems,
-            with_platform_google,
-            "Google",
-            &mut errors,
-            &mut warnings,
-        );
+        route_problems(problems, with_platform_google, "Google", &mut errors, &mut warnings);
         cfg
     });
     if with_platform_apple {
@@ -382,16 +333,10 @@ fn resolve(
     }
 
     // Database choice.
-    let named_db_by_env = env.contains_key(env_var::DB_URL)
-        || env.get(env_var::DB_PATH).is_some_and(|p| !ends_with_ini(p));
+    let named_db_by_env =
+        env.contains_key(env_var::DB_URL) || env.get(env_var::DB_PATH).is_some_and(|p| !ends_with_ini(p));
     let warn_on_default = ini_path.is_some() || named_db_by_env;
-    let db = choose_db(
-        &db_path,
-        db_path_is_uri,
-        &db_url,
-        warn_on_default,
-        &mut warnings,
-    );
+    let db = choose_db(&db_path, db_path_is_uri, &db_url, warn_on_default, &mut warnings);
     let (db, db_display) = match db {
         Ok(found) => found,
         Err(msg) => {
@@ -425,10 +370,7 @@ fn resolve(
 }
 
 fn ends_with_ini(path: &str) -> bool {
-    path.len() >= 4
-        && path
-            .get(path.len() - 4..)
-            .is_some_and(|ext| ext.eq_ignore_ascii_case(".ini"))
+    path.len() >= 4 && path.get(path.len() - 4..).is_some_and(|ext| ext.eq_ignore_ascii_case(".ini"))
 }
 
 /// Reads an INI boolean (configparser rules); a bad value is reported and treated as unset.
@@ -437,10 +379,7 @@ fn ini_bool(sec: &SectionView<'_>, key: &str, errors: &mut Vec<String>) -> Optio
     match parse_ini_bool(&raw) {
         Some(b) => Some(b),
         None => {
-            errors.push(format!(
-                "Invalid value for '{key}' in [{}] of the .INI file: Not a boolean: {raw}",
-                sec.name
-            ));
+            errors.push(format!("Invalid value for '{key}' in [{}] of the .INI file: Not a boolean: {raw}", sec.name));
             None
         }
     }
@@ -460,9 +399,8 @@ fn env_bool(env: &HashMap<String, String>, name: &str, errors: &mut Vec<String>)
         "0" => Some(false),
         "1" => Some(true),
         other => {
-            errors.push(format!(
-                "Invalid value for environment variable '{name}': {other}. Allowed values are 0 or 1."
-            ));
+            errors
+                .push(format!("Invalid value for environment variable '{name}': {other}. Allowed values are 0 or 1."));
             None
         }
     }
@@ -522,15 +460,10 @@ fn parse_delete_user_errors(arg: &str) -> Result<Vec<(u8, String)>, String> {
         };
         let provider = provider.trim();
         // Any value of the PaymentProvider enum is accepted: 0 Nil, 1 Google, 2 Apple, 3 Rangeproof.
-        match parse_decimal(provider)
-            .and_then(|p| u8::try_from(p).ok())
-            .filter(|p| *p <= 3)
-        {
+        match parse_decimal(provider).and_then(|p| u8::try_from(p).ok()).filter(|p| *p <= 3) {
             Some(p) => items.push((p, payment_id.to_owned())),
             None => {
-                return Err(format!(
-                    "Failed to parse payment provider ({provider}) for item {item} (arg was: {arg})"
-                ));
+                return Err(format!("Failed to parse payment provider ({provider}) for item {item} (arg was: {arg})"));
             }
         }
     }
@@ -542,16 +475,12 @@ fn check_webhook(label: &str, name: &str, url: &str, errors: &mut Vec<String>) -
     let mut ok = true;
     let name_chars = name.chars().count();
     if name_chars > MAX_WEBHOOK_NAME_CHARS {
-        errors.push(format!(
-            "Webhook {label}: Display name must be less than 100 characters: {name_chars}"
-        ));
+        errors.push(format!("Webhook {label}: Display name must be less than 100 characters: {name_chars}"));
         ok = false;
     }
     let scheme_ok = parse_url(url).is_some_and(|u| u.scheme == "http" || u.scheme == "https");
     if !scheme_ok {
-        errors.push(format!(
-            "Webhook {label}: url '{url}' is not a valid http:// or https:// URL"
-        ));
+        errors.push(format!("Webhook {label}: url '{url}' is not a valid http:// or https:// URL"));
         ok = false;
     }
     ok
@@ -590,9 +519,7 @@ fn read_webhook_sections(ini: &Ini, errors: &mut Vec<String>) -> Vec<WebhookConf
             None
         };
         if let Some(key) = missing {
-            errors.push(format!(
-                "Failed to parse webhook section {label}, missing '{key}'"
-            ));
+            errors.push(format!("Failed to parse webhook section {label}, missing '{key}'"));
             continue;
         }
         let (Some(name), Some(url), Some(true)) = (name, url, enabled) else {
@@ -615,11 +542,7 @@ fn route_problems(
     if enabled {
         errors.extend(problems);
     } else {
-        warnings.extend(
-            problems
-                .into_iter()
-                .map(|p| format!("Ignored because platform {platform} is disabled: {p}")),
-        );
+        warnings.extend(problems.into_iter().map(|p| format!("Ignored because platform {platform} is disabled: {p}")));
     }
 }
 
@@ -643,18 +566,12 @@ fn parse_apple(sec: &SectionView<'_>, problems: &mut Vec<String>) -> AppleConfig
     let sandbox_env = match sec.get("sandbox_env") {
         None => false,
         Some(raw) => parse_ini_bool(&raw).unwrap_or_else(|| {
-            problems.push(format!(
-                "Invalid value for 'sandbox_env' in [apple] of the .INI file: Not a boolean: {raw}"
-            ));
+            problems.push(format!("Invalid value for 'sandbox_env' in [apple] of the .INI file: Not a boolean: {raw}"));
             false
         }),
     };
     // Latest spelling `app_id` wins over the seed spelling `production_app_id`.
-    let app_id_key = if sec.contains("app_id") {
-        "app_id"
-    } else {
-        "production_app_id"
-    };
+    let app_id_key = if sec.contains("app_id") { "app_id" } else { "production_app_id" };
     let app_id = match sec.get(app_id_key).filter(|v| !v.is_empty()) {
         None => None,
         Some(raw) => {
@@ -695,24 +612,13 @@ fn validate_apple(apple: Option<&AppleConfig>, errors: &mut Vec<String>) {
         ("issuer_id", apple.issuer_id.is_empty()),
         ("bundle_id", apple.bundle_id.is_empty()),
         ("key_path", apple.key_path.as_os_str().is_empty()),
-        (
-            "root_cert_path",
-            apple.root_cert_path.as_os_str().is_empty(),
-        ),
-        (
-            "root_cert_ca_g2_path",
-            apple.root_cert_ca_g2_path.as_os_str().is_empty(),
-        ),
-        (
-            "root_cert_ca_g3_path",
-            apple.root_cert_ca_g3_path.as_os_str().is_empty(),
-        ),
+        ("root_cert_path", apple.root_cert_path.as_os_str().is_empty()),
+        ("root_cert_ca_g2_path", apple.root_cert_ca_g2_path.as_os_str().is_empty()),
+        ("root_cert_ca_g3_path", apple.root_cert_ca_g3_path.as_os_str().is_empty()),
     ];
     for (key, missing) in required {
         if missing {
-            errors.push(format!(
-                "Platform Apple was enabled but {key} was not specified"
-            ));
+            errors.push(format!("Platform Apple was enabled but {key} was not specified"));
         }
     }
     if !apple.sandbox_env && apple.app_id.is_none() {
@@ -726,11 +632,7 @@ fn validate_apple(apple: Option<&AppleConfig>, errors: &mut Vec<String>) {
 
 fn parse_google(sec: &SectionView<'_>, problems: &mut Vec<String>) -> GoogleConfig {
     // For renamed keys the latest spelling wins whenever it is present.
-    let renamed = |latest: &str, seed: &str| {
-        sec.get(latest)
-            .or_else(|| sec.get(seed))
-            .unwrap_or_default()
-    };
+    let renamed = |latest: &str, seed: &str| sec.get(latest).or_else(|| sec.get(seed)).unwrap_or_default();
     GoogleConfig {
         package_name: sec.get("package_name").unwrap_or_default(),
         cloud_project_id: renamed("cloud_project_id", "project_name"),
@@ -759,24 +661,13 @@ fn validate_google(google: Option<&GoogleConfig>, errors: &mut Vec<String>) {
     let required: [(&str, bool); 5] = [
         ("package_name", google.package_name.is_empty()),
         ("cloud_project_id", google.cloud_project_id.is_empty()),
-        (
-            "cloud_subscription_name",
-            google.cloud_subscription_name.is_empty(),
-        ),
-        (
-            "cloud_application_credentials_path",
-            google.cloud_app_credentials_path.as_os_str().is_empty(),
-        ),
-        (
-            "subscription_product_id",
-            google.subscription_product_id.is_empty(),
-        ),
+        ("cloud_subscription_name", google.cloud_subscription_name.is_empty()),
+        ("cloud_application_credentials_path", google.cloud_app_credentials_path.as_os_str().is_empty()),
+        ("subscription_product_id", google.subscription_product_id.is_empty()),
     ];
     for (key, missing) in required {
         if missing {
-            errors.push(format!(
-                "Platform Google was enabled but {key} was not specified"
-            ));
+            errors.push(format!("Platform Google was enabled but {key} was not specified"));
         }
     }
 }
@@ -794,22 +685,11 @@ fn choose_db(
 ) -> Result<(DbLocation, String), String> {
     if !db_path.is_empty() {
         if !db_url.is_empty() {
-            warnings.push(format!(
-                "Both db_path (\"{db_path}\") and db_url are set; using db_path and ignoring db_url"
-            ));
+            warnings
+                .push(format!("Both db_path (\"{db_path}\") and db_url are set; using db_path and ignoring db_url"));
         }
-        let display = if db_path_is_uri {
-            format!("{db_path} (URI)")
-        } else {
-            sqlite_display(Path::new(db_path))
-        };
-        return Ok((
-            DbLocation::SqliteFile {
-                path: PathBuf::from(db_path),
-                uri: db_path_is_uri,
-            },
-            display,
-        ));
+        let display = if db_path_is_uri { format!("{db_path} (URI)") } else { sqlite_display(Path::new(db_path)) };
+        return Ok((DbLocation::SqliteFile { path: PathBuf::from(db_path), uri: db_path_is_uri }, display));
     }
     if !db_url.is_empty() {
         return parse_db_url(db_url);
@@ -835,34 +715,22 @@ fn sqlite_display(path: &Path) -> String {
         }
     };
     // Drop `.` components lexically; nothing on disk is consulted.
-    let cleaned: PathBuf = absolute
-        .components()
-        .filter(|c| *c != Component::CurDir)
-        .collect();
+    let cleaned: PathBuf = absolute.components().filter(|c| *c != Component::CurDir).collect();
     format!("sqlite:///{}", cleaned.display())
 }
 
 /// Maps a SQLAlchemy-style database URL onto a [`DbLocation`] and its banner text.
 fn parse_db_url(url: &str) -> Result<(DbLocation, String), String> {
-    let unparsable = || {
-        format!(
-            "Failed to open/connect to DB at {url}: Could not parse SQLAlchemy URL from given URL string"
-        )
-    };
+    let unparsable =
+        || format!("Failed to open/connect to DB at {url}: Could not parse SQLAlchemy URL from given URL string");
     let (scheme, rest) = url.split_once("://").ok_or_else(unparsable)?;
-    let scheme_ok = !scheme.is_empty()
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let scheme_ok =
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     if !scheme_ok {
         return Err(unparsable());
     }
     // `dialect+driver`: only the dialect matters here.
-    let dialect = scheme
-        .split('+')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let dialect = scheme.split('+').next().unwrap_or_default().to_ascii_lowercase();
     match dialect.as_str() {
         "sqlite" => {
             let database = if rest.is_empty() {
@@ -879,13 +747,7 @@ fn parse_db_url(url: &str) -> Result<(DbLocation, String), String> {
             if database.is_empty() || database == ":memory:" {
                 Ok((DbLocation::SqliteMemory, url.to_owned()))
             } else {
-                Ok((
-                    DbLocation::SqliteFile {
-                        path: PathBuf::from(database),
-                        uri: false,
-                    },
-                    url.to_owned(),
-                ))
+                Ok((DbLocation::SqliteFile { path: PathBuf::from(database), uri: false }, url.to_owned()))
             }
         }
         "postgresql" | "postgres" => {
@@ -893,9 +755,7 @@ fn parse_db_url(url: &str) -> Result<(DbLocation, String), String> {
             let display = mask_url_password(&normalized);
             Ok((DbLocation::Postgres { url: normalized }, display))
         }
-        _ => Err(format!(
-            "Unsupported db_url '{url}': the scheme must be sqlite:// or postgresql://"
-        )),
+        _ => Err(format!("Unsupported db_url '{url}': the scheme must be sqlite:// or postgresql://")),
     }
 }
 
@@ -932,11 +792,7 @@ fn parse_url(url: &str) -> Option<UrlParts> {
         return None;
     }
     let (scheme, rest) = url.split_once("://")?;
-    if scheme.is_empty()
-        || !scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    {
+    if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) {
         return None;
     }
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -963,10 +819,7 @@ fn parse_url(url: &str) -> Option<UrlParts> {
     {
         return None;
     }
-    Some(UrlParts {
-        scheme: scheme.to_ascii_lowercase(),
-        host: host.to_owned(),
-    })
+    Some(UrlParts { scheme: scheme.to_ascii_lowercase(), host: host.to_owned() })
 }
 
 /// `https://` anywhere, or `http://` to a loopback host only.
@@ -974,8 +827,7 @@ fn is_allowed_service_url(url: &str) -> bool {
     match parse_url(url) {
         Some(u) if u.scheme == "https" => true,
         Some(u) if u.scheme == "http" => {
-            u.host.eq_ignore_ascii_case("localhost")
-                || u.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            u.host.eq_ignore_ascii_case("localhost") || u.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
         }
         _ => false,
     }
@@ -999,37 +851,14 @@ enum IniError {
     Unreadable { path: String },
     #[error(".INI config file \"{path}\" is not valid UTF-8 text")]
     NotUtf8 { path: String },
-    #[error(
-        ".INI config file \"{path}\", line {line}: an option appears before any [section] header: '{text}'"
-    )]
-    NoSectionHeader {
-        path: String,
-        line: usize,
-        text: String,
-    },
+    #[error(".INI config file \"{path}\", line {line}: an option appears before any [section] header: '{text}'")]
+    NoSectionHeader { path: String, line: usize, text: String },
     #[error(".INI config file \"{path}\", line {line}: section [{section}] already exists")]
-    DuplicateSection {
-        path: String,
-        line: usize,
-        section: String,
-    },
-    #[error(
-        ".INI config file \"{path}\", line {line}: option '{option}' in section [{section}] already exists"
-    )]
-    DuplicateOption {
-        path: String,
-        line: usize,
-        section: String,
-        option: String,
-    },
-    #[error(
-        ".INI config file \"{path}\", line {line}: expected '[section]', 'key = value' or a comment, got '{text}'"
-    )]
-    BadLine {
-        path: String,
-        line: usize,
-        text: String,
-    },
+    DuplicateSection { path: String, line: usize, section: String },
+    #[error(".INI config file \"{path}\", line {line}: option '{option}' in section [{section}] already exists")]
+    DuplicateOption { path: String, line: usize, section: String, option: String },
+    #[error(".INI config file \"{path}\", line {line}: expected '[section]', 'key = value' or a comment, got '{text}'")]
+    BadLine { path: String, line: usize, text: String },
 }
 
 /// A parsed INI file. Option names are stored lower-cased; values are raw (before `%%` folding).
@@ -1048,35 +877,24 @@ struct SectionView<'a> {
 
 impl Ini {
     fn section<'a>(&'a self, name: &'a str) -> Option<SectionView<'a>> {
-        self.sections
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(n, own)| SectionView {
-                name: n,
-                own,
-                defaults: &self.defaults,
-            })
+        self.sections.iter().find(|(n, _)| n == name).map(|(n, own)| SectionView {
+            name: n,
+            own,
+            defaults: &self.defaults,
+        })
     }
 
     /// A stand-in for a missing section (still sees `[DEFAULT]`, which does not matter here
     /// because a missing `[base]` is already an error).
     fn empty_section<'a>(&'a self, name: &'a str) -> SectionView<'a> {
-        SectionView {
-            name,
-            own: &[],
-            defaults: &[],
-        }
+        SectionView { name, own: &[], defaults: &[] }
     }
 }
 
 impl SectionView<'_> {
     fn raw(&self, key: &str) -> Option<&str> {
         let key = key.to_lowercase();
-        self.own
-            .iter()
-            .chain(self.defaults.iter())
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
+        self.own.iter().chain(self.defaults.iter()).find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
     }
 
     fn contains(&self, key: &str) -> bool {
@@ -1091,16 +909,8 @@ impl SectionView<'_> {
 
 fn read_ini(path: &Path) -> Result<Ini, Vec<IniError>> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|_| {
-        vec![IniError::Unreadable {
-            path: shown.clone(),
-        }]
-    })?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        vec![IniError::NotUtf8 {
-            path: shown.clone(),
-        }]
-    })?;
+    let bytes = std::fs::read(path).map_err(|_| vec![IniError::Unreadable { path: shown.clone() }])?;
+    let text = String::from_utf8(bytes).map_err(|_| vec![IniError::NotUtf8 { path: shown.clone() }])?;
     parse_ini(&text, &shown)
 }
 
@@ -1154,9 +964,7 @@ fn parse_ini(text: &str, path: &str) -> Result<Ini, Vec<IniError>> {
             // A blank line inside a value is kept (trailing ones are trimmed at the end); a
             // comment line is dropped without ending the value.
             if !is_comment && let (Some((target, _)), Some(opt)) = (&current, current_option) {
-                entries_of(&mut defaults, &mut sections, *target)[opt]
-                    .1
-                    .push(String::new());
+                entries_of(&mut defaults, &mut sections, *target)[opt].1.push(String::new());
             }
             continue;
         }
@@ -1166,9 +974,7 @@ fn parse_ini(text: &str, path: &str) -> Result<Ini, Vec<IniError>> {
             && indent > indent_level
         {
             // Indented deeper than the option line: a continuation of its value.
-            entries_of(&mut defaults, &mut sections, *target)[opt]
-                .1
-                .push(stripped.to_owned());
+            entries_of(&mut defaults, &mut sections, *target)[opt].1.push(stripped.to_owned());
             continue;
         }
         indent_level = indent;
@@ -1201,21 +1007,13 @@ fn parse_ini(text: &str, path: &str) -> Result<Ini, Vec<IniError>> {
             return Err(bad_lines);
         };
         let Some(split) = stripped.find(['=', ':']) else {
-            bad_lines.push(IniError::BadLine {
-                path: path.to_owned(),
-                line: lineno,
-                text: stripped.to_owned(),
-            });
+            bad_lines.push(IniError::BadLine { path: path.to_owned(), line: lineno, text: stripped.to_owned() });
             continue;
         };
         let name = stripped[..split].trim_end().to_lowercase();
         let value = stripped[split + 1..].trim().to_owned();
         if name.is_empty() {
-            bad_lines.push(IniError::BadLine {
-                path: path.to_owned(),
-                line: lineno,
-                text: stripped.to_owned(),
-            });
+            bad_lines.push(IniError::BadLine { path: path.to_owned(), line: lineno, text: stripped.to_owned() });
         }
         if !seen_options.insert((section_name.clone(), name.clone())) {
             bad_lines.push(IniError::DuplicateOption {
@@ -1235,17 +1033,11 @@ fn parse_ini(text: &str, path: &str) -> Result<Ini, Vec<IniError>> {
         return Err(bad_lines);
     }
     let join = |entries: RawEntries| -> Vec<(String, String)> {
-        entries
-            .into_iter()
-            .map(|(k, lines)| (k, lines.join("\n").trim_end().to_owned()))
-            .collect()
+        entries.into_iter().map(|(k, lines)| (k, lines.join("\n").trim_end().to_owned())).collect()
     };
     Ok(Ini {
         defaults: join(defaults),
-        sections: sections
-            .into_iter()
-            .map(|(name, entries)| (name, join(entries)))
-            .collect(),
+        sections: sections.into_iter().map(|(name, entries)| (name, join(entries))).collect(),
     })
 }
 
@@ -1265,14 +1057,10 @@ mod tests {
         fn new(contents: &str) -> Self {
             static COUNTER: AtomicUsize = AtomicUsize::new(0);
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let path = std::env::temp_dir().join(format!(
-                "pro-backend-config-test-{}-{n}-{nanos}.ini",
-                std::process::id()
-            ));
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let path =
+                std::env::temp_dir().join(format!("pro-backend-config-test-{}-{n}-{nanos}.ini", std::process::id()));
             std::fs::write(&path, contents).expect("write temp ini");
             TempIni(path)
         }
@@ -1289,10 +1077,7 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     /// Loads `contents` as the INI named by SESH_PRO_BACKEND_INI_PATH, plus extra env pairs.
@@ -1345,13 +1130,7 @@ mod tests {
     fn no_ini_and_no_env_gives_documented_defaults_without_warnings() {
         let c = load(&HashMap::new()).expect("defaults load");
         assert_eq!(c.ini_path, None);
-        assert_eq!(
-            c.db,
-            DbLocation::SqliteFile {
-                path: PathBuf::from("./backend.db"),
-                uri: false
-            }
-        );
+        assert_eq!(c.db, DbLocation::SqliteFile { path: PathBuf::from("./backend.db"), uri: false });
         assert!(c.db_display.starts_with("sqlite:////"), "{}", c.db_display);
         assert!(c.db_display.ends_with("/backend.db"), "{}", c.db_display);
         assert!(!c.db_display.contains("/./"), "{}", c.db_display);
@@ -1381,12 +1160,7 @@ mod tests {
         let path = std::env::temp_dir().join("pro-backend-config-test-does-not-exist.ini");
         let p = path.display().to_string();
         let e = env_errs(&[(env_var::INI_PATH, &p)]);
-        assert_eq!(
-            e,
-            vec![format!(
-                ".INI config file \"{p}\", was specified but does not exist/is not readable"
-            )]
-        );
+        assert_eq!(e, vec![format!(".INI config file \"{p}\", was specified but does not exist/is not readable")]);
     }
 
     #[test]
@@ -1395,22 +1169,13 @@ mod tests {
         let e = load_with_ini(Some(&dir), &HashMap::new()).expect_err("a directory is no INI");
         assert_eq!(
             e,
-            vec![format!(
-                ".INI config file \"{}\", was specified but does not exist/is not readable",
-                dir.display()
-            )]
+            vec![format!(".INI config file \"{}\", was specified but does not exist/is not readable", dir.display())]
         );
 
         let ini = TempIni::new("");
         std::fs::write(&ini.0, b"[base]\ndev = \xff\xfe\n").expect("write");
         let e = load_with_ini(Some(&ini.0), &HashMap::new()).expect_err("not UTF-8");
-        assert_eq!(
-            e,
-            vec![format!(
-                ".INI config file \"{}\" is not valid UTF-8 text",
-                ini.path_str()
-            )]
-        );
+        assert_eq!(e, vec![format!(".INI config file \"{}\" is not valid UTF-8 text", ini.path_str())]);
     }
 
     #[test]
@@ -1418,10 +1183,7 @@ mod tests {
         let (ini, r) = load_ini("[apple]\nkey_id = x\n", &[]);
         assert_eq!(
             r.expect_err("must fail"),
-            vec![format!(
-                ".INI config file \"{}\" has no [base] section",
-                ini.path_str()
-            )]
+            vec![format!(".INI config file \"{}\" has no [base] section", ini.path_str())]
         );
     }
 
@@ -1434,10 +1196,7 @@ mod tests {
     #[test]
     fn load_with_ini_uses_given_path_and_ignores_ini_path_var() {
         let ini = TempIni::new("[base]\ndev = true\n");
-        let e = env(&[
-            (env_var::INI_PATH, "/nonexistent/elsewhere.ini"),
-            (env_var::LISTEN, "0.0.0.0:9000"),
-        ]);
+        let e = env(&[(env_var::INI_PATH, "/nonexistent/elsewhere.ini"), (env_var::LISTEN, "0.0.0.0:9000")]);
         let c = load_with_ini(Some(&ini.0), &e).expect("ok");
         assert!(c.dev);
         assert_eq!(c.listen, "0.0.0.0:9000");
@@ -1466,17 +1225,13 @@ mod tests {
 
     #[test]
     fn inline_comment_is_part_of_the_value() {
-        let c = ok(
-            &format!("[base]\n{}\n[apple]\nkey_id = ABC # e.g.\n", ""),
-            &[],
-        );
+        let c = ok(&format!("[base]\n{}\n[apple]\nkey_id = ABC # e.g.\n", ""), &[]);
         assert_eq!(c.apple.expect("apple").key_id, "ABC # e.g.");
     }
 
     #[test]
     fn whole_line_comments_are_ignored_even_indented() {
-        let ini = parse("# top\n[base]\n; c1\ndev = 1\n    # indented comment\nlog_path = /x\n")
-            .expect("parse");
+        let ini = parse("# top\n[base]\n; c1\ndev = 1\n    # indented comment\nlog_path = /x\n").expect("parse");
         let base = ini.section("base").expect("base");
         assert_eq!(base.get("dev").as_deref(), Some("1"));
         assert_eq!(base.get("log_path").as_deref(), Some("/x"));
@@ -1494,10 +1249,7 @@ mod tests {
     fn first_separator_splits_key_and_value() {
         let ini = parse("[base]\nsession_webhook_url = https://h:8080/x=y\n").expect("parse");
         assert_eq!(
-            ini.section("base")
-                .expect("base")
-                .get("session_webhook_url")
-                .as_deref(),
+            ini.section("base").expect("base").get("session_webhook_url").as_deref(),
             Some("https://h:8080/x=y")
         );
     }
@@ -1507,30 +1259,17 @@ mod tests {
         let text = "[base]\ndelete_user_errors = 1:abc,\n  2:def,\n\n  3:ghi\nlog_path = /l\n";
         let ini = parse(text).expect("parse");
         let base = ini.section("base").expect("base");
-        assert_eq!(
-            base.get("delete_user_errors").as_deref(),
-            Some("1:abc,\n2:def,\n\n3:ghi")
-        );
+        assert_eq!(base.get("delete_user_errors").as_deref(), Some("1:abc,\n2:def,\n\n3:ghi"));
         assert_eq!(base.get("log_path").as_deref(), Some("/l"));
 
         let c = ok(text, &[]);
-        assert_eq!(
-            c.delete_user_errors,
-            vec![
-                (1, "abc".to_owned()),
-                (2, "def".to_owned()),
-                (3, "ghi".to_owned())
-            ]
-        );
+        assert_eq!(c.delete_user_errors, vec![(1, "abc".to_owned()), (2, "def".to_owned()), (3, "ghi".to_owned())]);
     }
 
     #[test]
     fn comment_between_continuation_lines_is_dropped() {
         let ini = parse("[base]\nx = a\n# note\n  b\n").expect("parse");
-        assert_eq!(
-            ini.section("base").expect("base").get("x").as_deref(),
-            Some("a\nb")
-        );
+        assert_eq!(ini.section("base").expect("base").get("x").as_deref(), Some("a\nb"));
     }
 
     #[test]
@@ -1554,20 +1293,14 @@ mod tests {
     fn duplicate_section_is_rejected() {
         let e = errs("[base]\ndev = 1\n[base]\nprint_tables = 1\n", &[]);
         assert_eq!(e.len(), 1);
-        assert!(
-            e[0].ends_with("line 3: section [base] already exists"),
-            "{e:?}"
-        );
+        assert!(e[0].ends_with("line 3: section [base] already exists"), "{e:?}");
     }
 
     #[test]
     fn duplicate_option_is_rejected_case_insensitively() {
         let e = errs("[base]\ndev = 1\nDev = 0\n", &[]);
         assert_eq!(e.len(), 1);
-        assert!(
-            e[0].ends_with("line 3: option 'dev' in section [base] already exists"),
-            "{e:?}"
-        );
+        assert!(e[0].ends_with("line 3: option 'dev' in section [base] already exists"), "{e:?}");
     }
 
     #[test]
@@ -1584,14 +1317,8 @@ mod tests {
     fn line_without_separator_is_rejected_and_all_bad_lines_reported() {
         let e = errs("[base]\njust words\ndev = 1\nmore words\n", &[]);
         assert_eq!(e.len(), 2, "{e:?}");
-        assert!(
-            e[0].contains("line 2:") && e[0].ends_with("got 'just words'"),
-            "{e:?}"
-        );
-        assert!(
-            e[1].contains("line 4:") && e[1].ends_with("got 'more words'"),
-            "{e:?}"
-        );
+        assert!(e[0].contains("line 2:") && e[0].ends_with("got 'just words'"), "{e:?}");
+        assert!(e[1].contains("line 4:") && e[1].ends_with("got 'more words'"), "{e:?}");
     }
 
     #[test]
@@ -1603,10 +1330,7 @@ mod tests {
     fn option_before_any_section_is_rejected() {
         let e = errs("dev = 1\n[base]\n", &[]);
         assert_eq!(e.len(), 1);
-        assert!(
-            e[0].contains("line 1: an option appears before any [section] header"),
-            "{e:?}"
-        );
+        assert!(e[0].contains("line 1: an option appears before any [section] header"), "{e:?}");
     }
 
     #[test]
@@ -1619,10 +1343,7 @@ mod tests {
         assert!(c.dev);
         assert_eq!(
             c.webhooks,
-            vec![WebhookConfig {
-                name: "Bot".to_owned(),
-                url: "https://hook.example/x".to_owned()
-            }]
+            vec![WebhookConfig { name: "Bot".to_owned(), url: "https://hook.example/x".to_owned() }]
         );
     }
 
@@ -1634,10 +1355,7 @@ mod tests {
 
     #[test]
     fn double_percent_is_a_single_percent_and_lone_percent_is_literal() {
-        let c = ok(
-            "[base]\nsession_webhook_url = https://h.example/a%%2Fb?x=%2F&y=%(z)s\n",
-            &[],
-        );
+        let c = ok("[base]\nsession_webhook_url = https://h.example/a%%2Fb?x=%2F&y=%(z)s\n", &[]);
         assert_eq!(c.webhooks[0].url, "https://h.example/a%2Fb?x=%2F&y=%(z)s");
     }
 
@@ -1668,21 +1386,12 @@ mod tests {
     #[test]
     fn bad_ini_boolean_names_option_and_value() {
         let e = errs("[base]\ndev = maybe\n", &[]);
-        assert_eq!(
-            e,
-            vec![
-                "Invalid value for 'dev' in [base] of the .INI file: Not a boolean: maybe"
-                    .to_owned()
-            ]
-        );
+        assert_eq!(e, vec!["Invalid value for 'dev' in [base] of the .INI file: Not a boolean: maybe".to_owned()]);
     }
 
     #[test]
     fn unknown_keys_and_sections_are_ignored() {
-        let c = ok(
-            "[base]\nset_user_errors = 1:x\nwhatever = 3\n[other]\nfoo = bar\n",
-            &[],
-        );
+        let c = ok("[base]\nset_user_errors = 1:x\nwhatever = 3\n[other]\nfoo = bar\n", &[]);
         assert!(c.delete_user_errors.is_empty());
     }
 
@@ -1715,13 +1424,7 @@ mod tests {
         assert_eq!(c.log_path, Some(PathBuf::from("/var/log/pro.log")));
         assert_eq!(c.listen, "0.0.0.0:8080");
         assert_eq!(c.max_request_body_bytes, 1024);
-        assert_eq!(
-            c.db,
-            DbLocation::SqliteFile {
-                path: PathBuf::from("/data/pro.db"),
-                uri: false
-            }
-        );
+        assert_eq!(c.db, DbLocation::SqliteFile { path: PathBuf::from("/data/pro.db"), uri: false });
         assert_eq!(c.db_display, "sqlite:////data/pro.db");
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
@@ -1738,18 +1441,11 @@ mod tests {
         assert!(ok("[base]\nplatform_testing_env = true\n", &[]).platform_testing_env);
         // Latest spelling wins when both are present, whichever comes first in the file.
         assert!(
-            !ok(
-                "[base]\nplatform_testing_env = false\nplatform_testing_environment = true\n",
-                &[]
-            )
-            .platform_testing_env
+            !ok("[base]\nplatform_testing_env = false\nplatform_testing_environment = true\n", &[])
+                .platform_testing_env
         );
         assert!(
-            ok(
-                "[base]\nplatform_testing_environment = false\nplatform_testing_env = true\n",
-                &[]
-            )
-            .platform_testing_env
+            ok("[base]\nplatform_testing_environment = false\nplatform_testing_env = true\n", &[]).platform_testing_env
         );
     }
 
@@ -1760,10 +1456,7 @@ mod tests {
             e,
             vec!["Invalid listen address 'localhost:8000': expected an IP address and port such as 127.0.0.1:8000 or [::1]:8000".to_owned()]
         );
-        assert_eq!(
-            ok("[base]\nlisten = [::1]:9000\n", &[]).listen,
-            "[::1]:9000"
-        );
+        assert_eq!(ok("[base]\nlisten = [::1]:9000\n", &[]).listen, "[::1]:9000");
         assert_eq!(errs("[base]\nlisten = 127.0.0.1\n", &[]).len(), 1);
         assert_eq!(errs("[base]\nlisten = 127.0.0.1:70000\n", &[]).len(), 1);
     }
@@ -1771,56 +1464,32 @@ mod tests {
     #[test]
     fn empty_listen_falls_back_to_default() {
         assert_eq!(ok("[base]\nlisten =\n", &[]).listen, DEFAULT_LISTEN);
-        assert_eq!(
-            ok("[base]\nlisten = 10.0.0.1:1\n", &[(env_var::LISTEN, "")]).listen,
-            DEFAULT_LISTEN
-        );
+        assert_eq!(ok("[base]\nlisten = 10.0.0.1:1\n", &[(env_var::LISTEN, "")]).listen, DEFAULT_LISTEN);
     }
 
     #[test]
     fn listen_env_overrides_ini() {
-        let c = ok(
-            "[base]\nlisten = 127.0.0.1:1\n",
-            &[(env_var::LISTEN, "0.0.0.0:2")],
-        );
+        let c = ok("[base]\nlisten = 127.0.0.1:1\n", &[(env_var::LISTEN, "0.0.0.0:2")]);
         assert_eq!(c.listen, "0.0.0.0:2");
     }
 
     #[test]
     fn body_limit_bounds() {
-        assert_eq!(
-            ok("[base]\nmax_request_body_bytes = 1\n", &[]).max_request_body_bytes,
-            1
-        );
-        assert_eq!(
-            ok("[base]\nmax_request_body_bytes = 10485760\n", &[]).max_request_body_bytes,
-            10_485_760
-        );
+        assert_eq!(ok("[base]\nmax_request_body_bytes = 1\n", &[]).max_request_body_bytes, 1);
+        assert_eq!(ok("[base]\nmax_request_body_bytes = 10485760\n", &[]).max_request_body_bytes, 10_485_760);
         assert_eq!(
             errs("[base]\nmax_request_body_bytes = 0\n", &[]),
             vec!["Invalid max_request_body_bytes ([base] max_request_body_bytes = 0): must be a whole number of bytes from 1 to 10485760".to_owned()]
         );
-        assert_eq!(
-            errs("[base]\nmax_request_body_bytes = 10485761\n", &[]).len(),
-            1
-        );
+        assert_eq!(errs("[base]\nmax_request_body_bytes = 10485761\n", &[]).len(), 1);
         assert_eq!(errs("[base]\nmax_request_body_bytes = -5\n", &[]).len(), 1);
-        assert_eq!(
-            errs("[base]\nmax_request_body_bytes = lots\n", &[]).len(),
-            1
-        );
-        assert_eq!(
-            ok("[base]\nmax_request_body_bytes =\n", &[]).max_request_body_bytes,
-            262_144
-        );
+        assert_eq!(errs("[base]\nmax_request_body_bytes = lots\n", &[]).len(), 1);
+        assert_eq!(ok("[base]\nmax_request_body_bytes =\n", &[]).max_request_body_bytes, 262_144);
     }
 
     #[test]
     fn body_limit_env_overrides_and_is_checked() {
-        let c = ok(
-            "[base]\nmax_request_body_bytes = 100\n",
-            &[(env_var::MAX_REQUEST_BODY_BYTES, "2048")],
-        );
+        let c = ok("[base]\nmax_request_body_bytes = 100\n", &[(env_var::MAX_REQUEST_BODY_BYTES, "2048")]);
         assert_eq!(c.max_request_body_bytes, 2048);
         assert_eq!(
             env_errs(&[(env_var::MAX_REQUEST_BODY_BYTES, "99999999")]),
@@ -1832,15 +1501,9 @@ mod tests {
 
     #[test]
     fn delete_user_errors_parsing() {
-        assert_eq!(
-            parse_delete_user_errors("1:abc, 2:def"),
-            Ok(vec![(1, "abc".to_owned()), (2, "def".to_owned())])
-        );
+        assert_eq!(parse_delete_user_errors("1:abc, 2:def"), Ok(vec![(1, "abc".to_owned()), (2, "def".to_owned())]));
         // Provider is trimmed, the payment id is not.
-        assert_eq!(
-            parse_delete_user_errors("3 : id:with:colons"),
-            Ok(vec![(3, " id:with:colons".to_owned())])
-        );
+        assert_eq!(parse_delete_user_errors("3 : id:with:colons"), Ok(vec![(3, " id:with:colons".to_owned())]));
         assert_eq!(parse_delete_user_errors(""), Ok(vec![]));
     }
 
@@ -1848,21 +1511,16 @@ mod tests {
     fn delete_user_errors_exact_error_texts() {
         assert_eq!(
             parse_delete_user_errors("1:abc, nocolon"),
-            Err("Invalid format for delete user error: 'nocolon'. Expected '<payment_provider>:<payment_id>'.".to_owned())
+            Err("Invalid format for delete user error: 'nocolon'. Expected '<payment_provider>:<payment_id>'."
+                .to_owned())
         );
         assert_eq!(
             parse_delete_user_errors("1:abc, 9:x"),
-            Err(
-                "Failed to parse payment provider (9) for item 9:x (arg was: 1:abc, 9:x)"
-                    .to_owned()
-            )
+            Err("Failed to parse payment provider (9) for item 9:x (arg was: 1:abc, 9:x)".to_owned())
         );
         assert_eq!(
             parse_delete_user_errors("google:x"),
-            Err(
-                "Failed to parse payment provider (google) for item google:x (arg was: google:x)"
-                    .to_owned()
-            )
+            Err("Failed to parse payment provider (google) for item google:x (arg was: google:x)".to_owned())
         );
         // A trailing comma leaves an empty item, which upstream rejects too.
         assert_eq!(
@@ -1873,15 +1531,9 @@ mod tests {
 
     #[test]
     fn delete_user_errors_env_replaces_ini_and_errors_surface() {
-        let c = ok(
-            "[base]\ndelete_user_errors = 1:a\n",
-            &[(env_var::DELETE_USER_ERRORS, "2:b")],
-        );
+        let c = ok("[base]\ndelete_user_errors = 1:a\n", &[(env_var::DELETE_USER_ERRORS, "2:b")]);
         assert_eq!(c.delete_user_errors, vec![(2, "b".to_owned())]);
-        let c = ok(
-            "[base]\ndelete_user_errors = 1:a\n",
-            &[(env_var::DELETE_USER_ERRORS, "")],
-        );
+        let c = ok("[base]\ndelete_user_errors = 1:a\n", &[(env_var::DELETE_USER_ERRORS, "")]);
         assert!(c.delete_user_errors.is_empty());
         let e = env_errs(&[(env_var::DELETE_USER_ERRORS, "x")]);
         assert_eq!(
@@ -1909,11 +1561,7 @@ mod tests {
     fn env_booleans_override_ini() {
         let c = ok(
             "[base]\ndev = true\nprint_tables = true\nunsafe_logging = false\n",
-            &[
-                (env_var::DEV, "0"),
-                (env_var::PRINT_TABLES, "0"),
-                (env_var::UNSAFE_LOGGING, "1"),
-            ],
+            &[(env_var::DEV, "0"), (env_var::PRINT_TABLES, "0"), (env_var::UNSAFE_LOGGING, "1")],
         );
         assert!(!c.dev && !c.print_tables && c.unsafe_logging);
     }
@@ -1934,24 +1582,16 @@ mod tests {
 
     #[test]
     fn empty_env_value_replaces_ini_value() {
-        let c = ok(
-            "[base]\nlog_path = /var/log/x\n",
-            &[(env_var::LOG_PATH, "")],
-        );
+        let c = ok("[base]\nlog_path = /var/log/x\n", &[(env_var::LOG_PATH, "")]);
         assert_eq!(c.log_path, None);
-        let c = ok(
-            "[base]\nsession_webhook_url = https://h/x\n",
-            &[(env_var::SESSION_WEBHOOK_URL, "")],
-        );
+        let c = ok("[base]\nsession_webhook_url = https://h/x\n", &[(env_var::SESSION_WEBHOOK_URL, "")]);
         assert!(c.webhooks.is_empty());
     }
 
     #[test]
     fn several_errors_are_reported_together() {
-        let e = errs(
-            "[base]\ndev = perhaps\nwith_platform_google = 1\nlisten = nope\n",
-            &[(env_var::PRINT_TABLES, "yes")],
-        );
+        let e =
+            errs("[base]\ndev = perhaps\nwith_platform_google = 1\nlisten = nope\n", &[(env_var::PRINT_TABLES, "yes")]);
         assert_eq!(
             e,
             vec![
@@ -1980,30 +1620,15 @@ mod tests {
 
     #[test]
     fn legacy_webhook_default_name_and_env_spellings() {
-        let c = ok(
-            "[base]\nsession_webhook_url = https://hook.example/1\n",
-            &[],
-        );
+        let c = ok("[base]\nsession_webhook_url = https://hook.example/1\n", &[]);
         assert_eq!(
             c.webhooks,
-            vec![WebhookConfig {
-                name: "Session Pro Backend".to_owned(),
-                url: "https://hook.example/1".to_owned()
-            }]
+            vec![WebhookConfig { name: "Session Pro Backend".to_owned(), url: "https://hook.example/1".to_owned() }]
         );
 
-        let c = load(&env(&[
-            (env_var::WEBHOOK_URL, "https://a.example"),
-            (env_var::WEBHOOK_NAME, "Req Bot"),
-        ]))
-        .expect("ok");
-        assert_eq!(
-            c.webhooks,
-            vec![WebhookConfig {
-                name: "Req Bot".to_owned(),
-                url: "https://a.example".to_owned()
-            }]
-        );
+        let c =
+            load(&env(&[(env_var::WEBHOOK_URL, "https://a.example"), (env_var::WEBHOOK_NAME, "Req Bot")])).expect("ok");
+        assert_eq!(c.webhooks, vec![WebhookConfig { name: "Req Bot".to_owned(), url: "https://a.example".to_owned() }]);
 
         // The SESSION_ spelling wins when both are set.
         let c = load(&env(&[
@@ -2013,13 +1638,7 @@ mod tests {
             (env_var::SESSION_WEBHOOK_NAME, "B"),
         ]))
         .expect("ok");
-        assert_eq!(
-            c.webhooks,
-            vec![WebhookConfig {
-                name: "B".to_owned(),
-                url: "https://b.example".to_owned()
-            }]
-        );
+        assert_eq!(c.webhooks, vec![WebhookConfig { name: "B".to_owned(), url: "https://b.example".to_owned() }]);
     }
 
     #[test]
@@ -2051,10 +1670,7 @@ mod tests {
     #[test]
     fn webhook_section_missing_keys_in_order() {
         assert_eq!(
-            errs(
-                "[base]\n[session_webhook.0]\nurl = https://a\nenabled = 1\n",
-                &[]
-            ),
+            errs("[base]\n[session_webhook.0]\nurl = https://a\nenabled = 1\n", &[]),
             vec!["Failed to parse webhook section session_webhook.0, missing 'name'".to_owned()]
         );
         assert_eq!(
@@ -2066,10 +1682,7 @@ mod tests {
             vec!["Failed to parse webhook section session_webhook.0, missing 'url'".to_owned()]
         );
         assert_eq!(
-            errs(
-                "[base]\n[session_webhook.0]\nname = A\nurl = https://a\n",
-                &[]
-            ),
+            errs("[base]\n[session_webhook.0]\nname = A\nurl = https://a\n", &[]),
             vec!["Failed to parse webhook section session_webhook.0, missing 'enabled'".to_owned()]
         );
         // A disabled section still needs all three keys.
@@ -2083,49 +1696,32 @@ mod tests {
     fn webhook_bad_enabled_is_reported_before_missing_keys() {
         assert_eq!(
             errs("[base]\n[session_webhook.0]\nenabled = sometimes\n", &[]),
-            vec!["Invalid value for 'enabled' in [session_webhook.0] of the .INI file: Not a boolean: sometimes".to_owned()]
+            vec![
+                "Invalid value for 'enabled' in [session_webhook.0] of the .INI file: Not a boolean: sometimes"
+                    .to_owned()
+            ]
         );
     }
 
     #[test]
     fn webhook_name_longer_than_100_chars_fails_only_when_enabled() {
         let long: String = "é".repeat(101);
-        let e = errs(
-            &format!("[base]\n[session_webhook.0]\nname = {long}\nurl = https://a\nenabled = 1\n"),
-            &[],
-        );
+        let e = errs(&format!("[base]\n[session_webhook.0]\nname = {long}\nurl = https://a\nenabled = 1\n"), &[]);
         assert_eq!(
             e,
             vec!["Webhook section session_webhook.0: Display name must be less than 100 characters: 101".to_owned()]
         );
-        let c = ok(
-            &format!("[base]\n[session_webhook.0]\nname = {long}\nurl = https://a\nenabled = 0\n"),
-            &[],
-        );
+        let c = ok(&format!("[base]\n[session_webhook.0]\nname = {long}\nurl = https://a\nenabled = 0\n"), &[]);
         assert!(c.webhooks.is_empty());
         let exactly_100: String = "n".repeat(100);
-        let c = ok(
-            &format!(
-                "[base]\n[session_webhook.0]\nname = {exactly_100}\nurl = https://a\nenabled = 1\n"
-            ),
-            &[],
-        );
+        let c = ok(&format!("[base]\n[session_webhook.0]\nname = {exactly_100}\nurl = https://a\nenabled = 1\n"), &[]);
         assert_eq!(c.webhooks.len(), 1);
     }
 
     #[test]
     fn enabled_webhook_urls_must_be_http_or_https() {
-        for bad in [
-            "",
-            "hook.example/x",
-            "ftp://hook.example",
-            "https://",
-            "https:// space.example",
-        ] {
-            let e = errs(
-                &format!("[base]\n[session_webhook.0]\nname = A\nurl = {bad}\nenabled = 1\n"),
-                &[],
-            );
+        for bad in ["", "hook.example/x", "ftp://hook.example", "https://", "https:// space.example"] {
+            let e = errs(&format!("[base]\n[session_webhook.0]\nname = A\nurl = {bad}\nenabled = 1\n"), &[]);
             assert_eq!(
                 e,
                 vec![format!(
@@ -2141,10 +1737,7 @@ mod tests {
             vec!["Webhook session_webhook_url ([base] or environment): url 'not a url' is not a valid http:// or https:// URL".to_owned()]
         );
         // A disabled section with a bad URL is fine.
-        let c = ok(
-            "[base]\n[session_webhook.0]\nname = A\nurl = nope\nenabled = 0\n",
-            &[],
-        );
+        let c = ok("[base]\n[session_webhook.0]\nname = A\nurl = nope\nenabled = 0\n", &[]);
         assert!(c.webhooks.is_empty());
     }
 
@@ -2210,32 +1803,18 @@ mod tests {
     #[test]
     fn apple_app_id_both_spellings_latest_wins_and_only_required_in_production() {
         let base = APPLE_OK.replace("app_id = 1470168868\n", "");
-        let c = ok(
-            &format!("[base]\nwith_platform_apple = 1\n{base}production_app_id = 11\n"),
-            &[],
-        );
+        let c = ok(&format!("[base]\nwith_platform_apple = 1\n{base}production_app_id = 11\n"), &[]);
         assert_eq!(c.apple.expect("apple").app_id, Some(11));
-        let c = ok(
-            &format!(
-                "[base]\nwith_platform_apple = 1\n{base}production_app_id = 11\napp_id = 22\n"
-            ),
-            &[],
-        );
+        let c = ok(&format!("[base]\nwith_platform_apple = 1\n{base}production_app_id = 11\napp_id = 22\n"), &[]);
         assert_eq!(c.apple.expect("apple").app_id, Some(22));
-        let c = ok(
-            &format!("[base]\nwith_platform_apple = 1\n{base}sandbox_env = yes\n"),
-            &[],
-        );
+        let c = ok(&format!("[base]\nwith_platform_apple = 1\n{base}sandbox_env = yes\n"), &[]);
         assert_eq!(c.apple.expect("apple").app_id, None);
         let e = errs(&format!("[base]\nwith_platform_apple = 1\n{base}"), &[]);
         assert_eq!(
             e,
             vec!["Platform Apple was enabled in production mode (e.g. not sandbox mode) but the production_app_id was not specified".to_owned()]
         );
-        let e = errs(
-            &format!("[base]\nwith_platform_apple = 1\n{base}app_id = abc\n"),
-            &[],
-        );
+        let e = errs(&format!("[base]\nwith_platform_apple = 1\n{base}app_id = abc\n"), &[]);
         assert_eq!(
             e,
             vec![
@@ -2247,12 +1826,7 @@ mod tests {
 
     #[test]
     fn apple_sandbox_forces_testing_mode_with_warning() {
-        let c = ok(
-            &format!(
-                "[base]\ndb_path = /d.db\nwith_platform_apple = 1\n{APPLE_OK}sandbox_env = true\n"
-            ),
-            &[],
-        );
+        let c = ok(&format!("[base]\ndb_path = /d.db\nwith_platform_apple = 1\n{APPLE_OK}sandbox_env = true\n"), &[]);
         assert!(c.platform_testing_env);
         assert_eq!(
             c.warnings,
@@ -2273,10 +1847,7 @@ mod tests {
 
     #[test]
     fn apple_section_parsed_when_enabled_only_by_env() {
-        let c = ok(
-            &format!("[base]\n{APPLE_OK}"),
-            &[(env_var::WITH_PLATFORM_APPLE, "1")],
-        );
+        let c = ok(&format!("[base]\n{APPLE_OK}"), &[(env_var::WITH_PLATFORM_APPLE, "1")]);
         assert!(c.with_platform_apple);
         assert_eq!(c.apple.expect("apple").key_id, "KID");
         // And the section is available even when the platform is off.
@@ -2287,10 +1858,7 @@ mod tests {
 
     #[test]
     fn env_can_disable_a_platform_enabled_in_ini() {
-        let c = ok(
-            "[base]\nwith_platform_apple = 1\n",
-            &[(env_var::WITH_PLATFORM_APPLE, "0")],
-        );
+        let c = ok("[base]\nwith_platform_apple = 1\n", &[(env_var::WITH_PLATFORM_APPLE, "0")]);
         assert!(!c.with_platform_apple);
     }
 
@@ -2298,31 +1866,18 @@ mod tests {
     fn apple_enabled_by_env_without_ini_reports_missing_section() {
         let e = env_errs(&[(env_var::WITH_PLATFORM_APPLE, "1")]);
         assert_eq!(e.len(), 9);
-        assert_eq!(
-            e[0],
-            "Platform Apple was enabled but [apple] section is missing"
-        );
+        assert_eq!(e[0], "Platform Apple was enabled but [apple] section is missing");
     }
 
     #[test]
     fn apple_api_base_url_rules() {
-        let with = |url: &str| {
-            format!("[base]\nwith_platform_apple = 1\n{APPLE_OK}api_base_url = {url}\n")
-        };
+        let with = |url: &str| format!("[base]\nwith_platform_apple = 1\n{APPLE_OK}api_base_url = {url}\n");
         assert_eq!(
-            ok(&with("https://api.example.com"), &[])
-                .apple
-                .expect("apple")
-                .api_base_url
-                .as_deref(),
+            ok(&with("https://api.example.com"), &[]).apple.expect("apple").api_base_url.as_deref(),
             Some("https://api.example.com")
         );
         assert_eq!(
-            ok(&with("http://127.0.0.1:9000"), &[])
-                .apple
-                .expect("apple")
-                .api_base_url
-                .as_deref(),
+            ok(&with("http://127.0.0.1:9000"), &[]).apple.expect("apple").api_base_url.as_deref(),
             Some("http://127.0.0.1:9000")
         );
         assert_eq!(ok(&with(""), &[]).apple.expect("apple").api_base_url, None);
@@ -2331,16 +1886,10 @@ mod tests {
             vec!["Invalid api_base_url 'http://example.com' in [apple]: it must be an https:// URL (plain http:// is only allowed for a loopback host: 127.0.0.0/8, ::1 or localhost)".to_owned()]
         );
         // With Apple disabled the same problem is only a warning.
-        let c = ok(
-            &format!("[base]\ndb_path = /d.db\n{APPLE_OK}api_base_url = http://example.com\n"),
-            &[],
-        );
+        let c = ok(&format!("[base]\ndb_path = /d.db\n{APPLE_OK}api_base_url = http://example.com\n"), &[]);
         assert_eq!(c.apple.expect("apple").api_base_url, None);
         assert_eq!(c.warnings.len(), 1);
-        assert!(
-            c.warnings[0]
-                .starts_with("Ignored because platform Apple is disabled: Invalid api_base_url")
-        );
+        assert!(c.warnings[0].starts_with("Ignored because platform Apple is disabled: Invalid api_base_url"));
     }
 
     #[test]
@@ -2390,10 +1939,7 @@ mod tests {
 
     #[test]
     fn google_latest_spelling_parses() {
-        let c = ok(
-            &format!("[base]\nwith_platform_google = 1\n{GOOGLE_OK}"),
-            &[],
-        );
+        let c = ok(&format!("[base]\nwith_platform_google = 1\n{GOOGLE_OK}"), &[]);
         assert_eq!(
             c.google,
             Some(GoogleConfig {
@@ -2444,19 +1990,11 @@ mod tests {
         );
         let g = c.google.expect("google");
         assert_eq!(g.pubsub_base_url.as_deref(), Some("http://127.0.0.1:7001"));
-        assert_eq!(
-            g.androidpublisher_base_url.as_deref(),
-            Some("https://ap.example")
-        );
-        assert_eq!(
-            g.oauth_token_url.as_deref(),
-            Some("http://localhost:7002/token")
-        );
+        assert_eq!(g.androidpublisher_base_url.as_deref(), Some("https://ap.example"));
+        assert_eq!(g.oauth_token_url.as_deref(), Some("http://localhost:7002/token"));
 
         let e = errs(
-            &format!(
-                "[base]\nwith_platform_google = 1\n{GOOGLE_OK}oauth_token_url = http://10.0.0.1/token\n"
-            ),
+            &format!("[base]\nwith_platform_google = 1\n{GOOGLE_OK}oauth_token_url = http://10.0.0.1/token\n"),
             &[],
         );
         assert_eq!(
@@ -2467,98 +2005,39 @@ mod tests {
 
     #[test]
     fn both_platforms_missing_sections_are_reported_together() {
-        let e = errs(
-            "[base]\nwith_platform_apple = 1\nwith_platform_google = 1\n",
-            &[],
-        );
+        let e = errs("[base]\nwith_platform_apple = 1\nwith_platform_google = 1\n", &[]);
         assert_eq!(e.len(), 15);
-        assert_eq!(
-            e[0],
-            "Platform Apple was enabled but [apple] section is missing"
-        );
-        assert_eq!(
-            e[9],
-            "Platform Google was enabled but [google] section is missing"
-        );
+        assert_eq!(e[0], "Platform Apple was enabled but [apple] section is missing");
+        assert_eq!(e[9], "Platform Google was enabled but [google] section is missing");
     }
 
     // ---- database ---------------------------------------------------------------------------
 
     #[test]
     fn db_path_wins_over_db_url_with_warning() {
-        let c = ok(
-            "[base]\ndb_path = /data/a.db\ndb_url = sqlite:////data/b.db\n",
-            &[],
-        );
-        assert_eq!(
-            c.db,
-            DbLocation::SqliteFile {
-                path: PathBuf::from("/data/a.db"),
-                uri: false
-            }
-        );
+        let c = ok("[base]\ndb_path = /data/a.db\ndb_url = sqlite:////data/b.db\n", &[]);
+        assert_eq!(c.db, DbLocation::SqliteFile { path: PathBuf::from("/data/a.db"), uri: false });
         assert_eq!(c.warnings.len(), 1);
-        assert!(
-            c.warnings[0].starts_with("Both db_path"),
-            "{:?}",
-            c.warnings
-        );
+        assert!(c.warnings[0].starts_with("Both db_path"), "{:?}", c.warnings);
     }
 
     #[test]
     fn db_path_is_uri() {
-        let c = ok(
-            "[base]\ndb_path = file::memory:?cache=shared\ndb_path_is_uri = true\n",
-            &[],
-        );
-        assert_eq!(
-            c.db,
-            DbLocation::SqliteFile {
-                path: PathBuf::from("file::memory:?cache=shared"),
-                uri: true
-            }
-        );
+        let c = ok("[base]\ndb_path = file::memory:?cache=shared\ndb_path_is_uri = true\n", &[]);
+        assert_eq!(c.db, DbLocation::SqliteFile { path: PathBuf::from("file::memory:?cache=shared"), uri: true });
         assert_eq!(c.db_display, "file::memory:?cache=shared (URI)");
     }
 
     #[test]
     fn db_url_forms() {
         let cases: [(&str, DbLocation); 7] = [
-            (
-                "sqlite:///rel.db",
-                DbLocation::SqliteFile {
-                    path: PathBuf::from("rel.db"),
-                    uri: false,
-                },
-            ),
-            (
-                "sqlite:////abs/x.db",
-                DbLocation::SqliteFile {
-                    path: PathBuf::from("/abs/x.db"),
-                    uri: false,
-                },
-            ),
-            (
-                "sqlite:////abs/x.db?mode=ro",
-                DbLocation::SqliteFile {
-                    path: PathBuf::from("/abs/x.db"),
-                    uri: false,
-                },
-            ),
+            ("sqlite:///rel.db", DbLocation::SqliteFile { path: PathBuf::from("rel.db"), uri: false }),
+            ("sqlite:////abs/x.db", DbLocation::SqliteFile { path: PathBuf::from("/abs/x.db"), uri: false }),
+            ("sqlite:////abs/x.db?mode=ro", DbLocation::SqliteFile { path: PathBuf::from("/abs/x.db"), uri: false }),
             ("sqlite://", DbLocation::SqliteMemory),
             ("sqlite:///:memory:", DbLocation::SqliteMemory),
-            (
-                "postgresql://u:pw@h:5432/db",
-                DbLocation::Postgres {
-                    url: "postgresql://u:pw@h:5432/db".to_owned(),
-                },
-            ),
-            (
-                "postgresql+psycopg://h/db",
-                DbLocation::Postgres {
-                    url: "postgresql://h/db".to_owned(),
-                },
-            ),
+            ("postgresql://u:pw@h:5432/db", DbLocation::Postgres { url: "postgresql://u:pw@h:5432/db".to_owned() }),
+            ("postgresql+psycopg://h/db", DbLocation::Postgres { url: "postgresql://h/db".to_owned() }),
         ];
         for (url, want) in cases {
             let c = ok(&format!("[base]\ndb_url = {url}\n"), &[]);
@@ -2566,106 +2045,54 @@ mod tests {
             assert!(c.warnings.is_empty(), "{url}: {:?}", c.warnings);
         }
         let c = ok("[base]\ndb_url = postgres://h/db\n", &[]);
-        assert_eq!(
-            c.db,
-            DbLocation::Postgres {
-                url: "postgres://h/db".to_owned()
-            }
-        );
+        assert_eq!(c.db, DbLocation::Postgres { url: "postgres://h/db".to_owned() });
     }
 
     #[test]
     fn db_display_for_urls_masks_password() {
-        assert_eq!(
-            ok("[base]\ndb_url = sqlite:////abs/x.db\n", &[]).db_display,
-            "sqlite:////abs/x.db"
-        );
+        assert_eq!(ok("[base]\ndb_url = sqlite:////abs/x.db\n", &[]).db_display, "sqlite:////abs/x.db");
         assert_eq!(
             ok("[base]\ndb_url = postgresql://u:secret@h:5432/db\n", &[]).db_display,
             "postgresql://u:***@h:5432/db"
         );
-        assert_eq!(
-            ok("[base]\ndb_url = postgresql://u@h/db\n", &[]).db_display,
-            "postgresql://u@h/db"
-        );
+        assert_eq!(ok("[base]\ndb_url = postgresql://u@h/db\n", &[]).db_display, "postgresql://u@h/db");
     }
 
     #[test]
     fn bad_db_urls() {
         assert_eq!(
             errs("[base]\ndb_url = mysql://h/db\n", &[]),
-            vec![
-                "Unsupported db_url 'mysql://h/db': the scheme must be sqlite:// or postgresql://"
-                    .to_owned()
-            ]
+            vec!["Unsupported db_url 'mysql://h/db': the scheme must be sqlite:// or postgresql://".to_owned()]
         );
         assert_eq!(
             errs("[base]\ndb_url = just-a-file.db\n", &[]),
-            vec!["Failed to open/connect to DB at just-a-file.db: Could not parse SQLAlchemy URL from given URL string".to_owned()]
+            vec![
+                "Failed to open/connect to DB at just-a-file.db: Could not parse SQLAlchemy URL from given URL string"
+                    .to_owned()
+            ]
         );
         assert_eq!(errs("[base]\ndb_url = sqlite://host/x.db\n", &[]).len(), 1);
     }
 
     #[test]
     fn env_db_keys_beat_ini_per_key() {
-        let c = ok(
-            "[base]\ndb_path = /ini.db\n",
-            &[(env_var::DB_PATH, "/env.db")],
-        );
-        assert_eq!(
-            c.db,
-            DbLocation::SqliteFile {
-                path: PathBuf::from("/env.db"),
-                uri: false
-            }
-        );
+        let c = ok("[base]\ndb_path = /ini.db\n", &[(env_var::DB_PATH, "/env.db")]);
+        assert_eq!(c.db, DbLocation::SqliteFile { path: PathBuf::from("/env.db"), uri: false });
         // An empty DB_PATH clears the INI path, so db_url is used.
-        let c = ok(
-            "[base]\ndb_path = /ini.db\ndb_url = sqlite:////url.db\n",
-            &[(env_var::DB_PATH, "")],
-        );
-        assert_eq!(
-            c.db,
-            DbLocation::SqliteFile {
-                path: PathBuf::from("/url.db"),
-                uri: false
-            }
-        );
-        let c = ok(
-            "[base]\ndb_url = sqlite:////ini.db\n",
-            &[(env_var::DB_URL, "sqlite://")],
-        );
+        let c = ok("[base]\ndb_path = /ini.db\ndb_url = sqlite:////url.db\n", &[(env_var::DB_PATH, "")]);
+        assert_eq!(c.db, DbLocation::SqliteFile { path: PathBuf::from("/url.db"), uri: false });
+        let c = ok("[base]\ndb_url = sqlite:////ini.db\n", &[(env_var::DB_URL, "sqlite://")]);
         assert_eq!(c.db, DbLocation::SqliteMemory);
-        let c = ok(
-            "[base]\ndb_path = f.db\n",
-            &[(env_var::DB_PATH_IS_URI, "1")],
-        );
-        assert_eq!(
-            c.db,
-            DbLocation::SqliteFile {
-                path: PathBuf::from("f.db"),
-                uri: true
-            }
-        );
+        let c = ok("[base]\ndb_path = f.db\n", &[(env_var::DB_PATH_IS_URI, "1")]);
+        assert_eq!(c.db, DbLocation::SqliteFile { path: PathBuf::from("f.db"), uri: true });
         let c = load(&env(&[(env_var::DB_URL, "postgresql://h/db")])).expect("ok");
-        assert_eq!(
-            c.db,
-            DbLocation::Postgres {
-                url: "postgresql://h/db".to_owned()
-            }
-        );
+        assert_eq!(c.db, DbLocation::Postgres { url: "postgresql://h/db".to_owned() });
     }
 
     #[test]
     fn default_db_warns_only_when_something_was_configured() {
         let c = ok("[base]\ndev = 0\n", &[]);
-        assert_eq!(
-            c.db,
-            DbLocation::SqliteFile {
-                path: PathBuf::from("./backend.db"),
-                uri: false
-            }
-        );
+        assert_eq!(c.db, DbLocation::SqliteFile { path: PathBuf::from("./backend.db"), uri: false });
         assert_eq!(
             c.warnings,
             vec!["No database configured (db_path and db_url are empty); using the default ./backend.db".to_owned()]
@@ -2682,19 +2109,9 @@ mod tests {
         let c = load(&env(&[(env_var::DB_PATH, &ini.path_str())])).expect("ok");
         assert_eq!(c.ini_path, Some(ini.0.clone()));
         assert!(c.dev);
-        assert_eq!(
-            c.db,
-            DbLocation::SqliteFile {
-                path: PathBuf::from("/data/real.db"),
-                uri: false
-            }
-        );
+        assert_eq!(c.db, DbLocation::SqliteFile { path: PathBuf::from("/data/real.db"), uri: false });
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-        assert!(
-            c.warnings[0].starts_with("SESH_PRO_BACKEND_DB_PATH ends in .ini"),
-            "{:?}",
-            c.warnings
-        );
+        assert!(c.warnings[0].starts_with("SESH_PRO_BACKEND_DB_PATH ends in .ini"), "{:?}", c.warnings);
 
         // Upper case extension counts too.
         assert!(ends_with_ini("/etc/x.INI"));
@@ -2705,41 +2122,18 @@ mod tests {
     #[test]
     fn db_path_ending_in_ini_is_ignored_when_ini_path_is_set() {
         let ini = TempIni::new("[base]\ndb_path = /data/real.db\n");
-        let c = load(&env(&[
-            (env_var::INI_PATH, &ini.path_str()),
-            (env_var::DB_PATH, "/etc/other.ini"),
-        ]))
-        .expect("ok");
-        assert_eq!(
-            c.db,
-            DbLocation::SqliteFile {
-                path: PathBuf::from("/data/real.db"),
-                uri: false
-            }
-        );
+        let c = load(&env(&[(env_var::INI_PATH, &ini.path_str()), (env_var::DB_PATH, "/etc/other.ini")])).expect("ok");
+        assert_eq!(c.db, DbLocation::SqliteFile { path: PathBuf::from("/data/real.db"), uri: false });
         assert_eq!(c.warnings.len(), 1);
-        assert!(
-            c.warnings[0].contains("is not used as the database path"),
-            "{:?}",
-            c.warnings
-        );
+        assert!(c.warnings[0].contains("is not used as the database path"), "{:?}", c.warnings);
     }
 
     #[test]
     fn relative_db_path_display_is_absolute() {
         let c = ok("[base]\ndb_path = ./data/pro.db\n", &[]);
-        assert_eq!(
-            c.db,
-            DbLocation::SqliteFile {
-                path: PathBuf::from("./data/pro.db"),
-                uri: false
-            }
-        );
+        assert_eq!(c.db, DbLocation::SqliteFile { path: PathBuf::from("./data/pro.db"), uri: false });
         let cwd = std::env::current_dir().expect("cwd");
-        assert_eq!(
-            c.db_display,
-            format!("sqlite:///{}/data/pro.db", cwd.display())
-        );
+        assert_eq!(c.db_display, format!("sqlite:///{}/data/pro.db", cwd.display()));
     }
 
     // ---- the shipped example ----------------------------------------------------------------

@@ -32,7 +32,11 @@ pub fn render_cell(table: &str, column: &str, cell: &Cell) -> String {
             ProPlan::from_i64(*v).map_or(format!("Unknown ({v})"), |p| format!("{} ({v})", p.name()))
         }
         Cell::Int(v) if table == "payments" && column == "auto_renewing" => {
-            if *v != 0 { "Yes".into() } else { "No (0)".into() }
+            if *v != 0 {
+                "Yes".into()
+            } else {
+                "No (0)".into()
+            }
         }
         Cell::Int(v) => v.to_string(),
         Cell::Real(v) => v.to_string(),
@@ -41,8 +45,11 @@ pub fn render_cell(table: &str, column: &str, cell: &Cell) -> String {
 
 /// `Table: <name>` followed by the grid.
 pub fn render_table(t: &TableDump) -> String {
-    let rows: Vec<Vec<String>> =
-        t.rows.iter().map(|r| r.iter().zip(&t.columns).map(|(c, col)| render_cell(&t.name, col, c)).collect()).collect();
+    let rows: Vec<Vec<String>> = t
+        .rows
+        .iter()
+        .map(|r| r.iter().zip(&t.columns).map(|(c, col)| render_cell(&t.name, col, c)).collect())
+        .collect();
     let widths: Vec<usize> = t
         .columns
         .iter()
@@ -88,7 +95,11 @@ mod tests {
 └───────────┴───────────────────────────────────────┴───────────────────────────────────────┘
 ";
         assert_eq!(render_table(&t), want);
-        let empty = TableDump { name: "apple_notification_uuid_history".into(), columns: vec!["uuid".into(), "expiry_unix_ts_ms".into()], rows: vec![] };
+        let empty = TableDump {
+            name: "apple_notification_uuid_history".into(),
+            columns: vec!["uuid".into(), "expiry_unix_ts_ms".into()],
+            rows: vec![],
+        };
         assert_eq!(
             render_table(&empty),
             "Table: apple_notification_uuid_history\n┌──────┬───────────────────┐\n│ uuid │ expiry_unix_ts_ms │\n├──────┼───────────────────┤\n└──────┴───────────────────┘\n"

@@ -64,8 +64,9 @@ impl<C: WriteCommand> Handler<Write<C>> for DbWriter {
         let ctx = OpCtx { now: self.clock.now_ms(), dev: self.dev };
         let db = &mut *self.db;
         // A bug must not take the only writer down: the transaction is rolled back on unwind.
-        let r = catch_unwind(AssertUnwindSafe(|| write_db(db, |tx| msg.0.apply(tx, ctx))))
-            .unwrap_or_else(|_| Err(StoreError::Integrity("internal error while writing; nothing was changed".into()).into()));
+        let r = catch_unwind(AssertUnwindSafe(|| write_db(db, |tx| msg.0.apply(tx, ctx)))).unwrap_or_else(|_| {
+            Err(StoreError::Integrity("internal error while writing; nothing was changed".into()).into())
+        });
         self.record(&r);
         r
     }

@@ -61,7 +61,8 @@ pub fn open_and_bootstrap(
     target: &SqliteTarget,
     dev: bool,
 ) -> Result<(rusqlite::Connection, BootstrapReport, crate::store::RuntimeRow), String> {
-    let mut conn = sqlite::open_writer(target).map_err(|e| format!("Failed to open/connect to DB at {}: {e}", target.path))?;
+    let mut conn =
+        sqlite::open_writer(target).map_err(|e| format!("Failed to open/connect to DB at {}: {e}", target.path))?;
     let new_key = if dev {
         DEV_BACKEND_SEED
     } else {
@@ -70,7 +71,8 @@ pub fn open_and_bootstrap(
         k
     };
     let report = sqlite::bootstrap(&mut conn, new_key).map_err(|e| format!("Failed to bootstrap DB tables: {e}"))?;
-    let runtime = sqlite::read(&mut conn, |tx| tx.runtime()).map_err(|e| format!("Failed to read the runtime row: {e}"))?;
+    let runtime =
+        sqlite::read(&mut conn, |tx| tx.runtime()).map_err(|e| format!("Failed to read the runtime row: {e}"))?;
     if dev && runtime.backend_key != DEV_BACKEND_SEED {
         return Err("Developer mode was enabled but the database holds a non-development backend key; \
                     refusing to start (dev mode must never run on a production database)"
@@ -132,7 +134,8 @@ pub fn start(cfg: EngineConfig) -> Result<Engine, String> {
         let pool = Mutex::new(conns);
         let (h, clock, target) = (health.clone(), cfg.clock.clone(), cfg.db.clone());
         let addr = SyncArbiter::start(n, move || {
-            let conn = pool.lock().ok().and_then(|mut p| p.pop()).map(Ok).unwrap_or_else(|| sqlite::open_reader(&target));
+            let conn =
+                pool.lock().ok().and_then(|mut p| p.pop()).map(Ok).unwrap_or_else(|| sqlite::open_reader(&target));
             let db = conn.ok().map(|conn| Box::new(SqliteDatabase { conn }) as Box<dyn Database>);
             DbReader::new(db, h.clone(), clock.clone())
         });
@@ -169,7 +172,10 @@ pub fn start(cfg: EngineConfig) -> Result<Engine, String> {
 struct BrokenDatabase(String);
 
 impl Database for BrokenDatabase {
-    fn read_with(&mut self, _: &mut dyn FnMut(&mut dyn StoreTx) -> crate::store::StoreResult<()>) -> crate::store::StoreResult<()> {
+    fn read_with(
+        &mut self,
+        _: &mut dyn FnMut(&mut dyn StoreTx) -> crate::store::StoreResult<()>,
+    ) -> crate::store::StoreResult<()> {
         Err(crate::store::StoreError::Db(self.0.clone()))
     }
     fn write_with(

@@ -127,7 +127,7 @@ pub fn format_wait(d: Duration) -> String {
     if m > 0 {
         parts.push(format!("{m}m"));
     }
-    if !(s_ms < 1000 && !parts.is_empty()) {
+    if s_ms >= 1000 || parts.is_empty() {
         let text = format!("{}.{:03}", s_ms / 1000, s_ms % 1000);
         parts.push(format!("{}s", text.trim_end_matches('0').trim_end_matches('.')));
     }

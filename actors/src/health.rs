@@ -157,6 +157,9 @@ impl RouteStats {
     }
 }
 
+/// Name, type, help text and value of one per-actor metric family.
+type ActorFamily = (&'static str, &'static str, &'static str, fn(&ActorHealth) -> f64);
+
 type GaugeFn = Box<dyn Fn() -> Vec<(String, f64)> + Send + Sync>;
 
 /// Everything `/metrics` and `/health` show.
@@ -208,7 +211,8 @@ impl Registry {
     }
 
     pub fn health_json(&self) -> Value {
-        let actors: serde_json::Map<String, Value> = self.actors().iter().map(|a| (a.name.to_string(), a.snapshot())).collect();
+        let actors: serde_json::Map<String, Value> =
+            self.actors().iter().map(|a| (a.name.to_string(), a.snapshot())).collect();
         json!({ "status": if self.all_up() { "ok" } else { "degraded" }, "actors": actors })
     }
 
@@ -216,15 +220,19 @@ impl Registry {
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
         let actors = self.actors();
-        let actor_families: [(&str, &str, &str, fn(&ActorHealth) -> f64); 8] = [
+        let actor_families: [ActorFamily; 8] = [
             ("pro_actor_up", "gauge", "1 if the actor accepts messages", |a| f64::from(u8::from(a.is_up()))),
-            ("pro_actor_mailbox_depth", "gauge", "messages sent to the actor and not yet answered", |a| a.depth() as f64),
+            ("pro_actor_mailbox_depth", "gauge", "messages sent to the actor and not yet answered", |a| {
+                a.depth() as f64
+            }),
             ("pro_actor_processed_total", "counter", "messages the actor handled", |a| a.processed() as f64),
             ("pro_actor_failed_total", "counter", "messages the actor handled with an error", |a| a.failed() as f64),
             ("pro_actor_refused_total", "counter", "messages refused because the mailbox was full", |a| {
                 a.refused.load(Ordering::Relaxed) as f64
             }),
-            ("pro_actor_restarts_total", "counter", "times the actor was restarted", |a| a.restarts.load(Ordering::Relaxed) as f64),
+            ("pro_actor_restarts_total", "counter", "times the actor was restarted", |a| {
+                a.restarts.load(Ordering::Relaxed) as f64
+            }),
             ("pro_actor_last_error_timestamp_seconds", "gauge", "Unix time of the last error, 0 if none", |a| {
                 a.last_error_ms.load(Ordering::Relaxed) as f64 / 1000.0
             }),
@@ -241,7 +249,9 @@ impl Registry {
 
         let routes: Vec<(String, Arc<RouteStats>)> =
             self.routes.read().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
-        out.push_str("# HELP pro_http_requests_total requests by route and outcome\n# TYPE pro_http_requests_total counter\n");
+        out.push_str(
+            "# HELP pro_http_requests_total requests by route and outcome\n# TYPE pro_http_requests_total counter\n",
+        );
         for (route, s) in &routes {
             if let Ok(m) = s.by_outcome.lock() {
                 for (outcome, n) in m.iter() {

@@ -5,10 +5,10 @@
 //! their handles.
 
 pub mod clock;
-pub mod engine;
 pub mod db_reader;
 pub mod db_writer;
 pub mod domain;
+pub mod engine;
 pub mod expiry_pruner;
 pub mod handle;
 pub mod health;

@@ -51,6 +51,10 @@ pub fn start(seed: [u8; 32], threads: usize, clock: SharedClock, limits: HandleL
     let public = key.verifying_key().to_bytes();
     let health = ActorHealth::new("proof_signer");
     let h = health.clone();
-    let addr = SyncArbiter::start(threads.max(1), move || ProofSigner { key: key.clone(), health: h.clone(), clock: clock.clone() });
+    let addr = SyncArbiter::start(threads.max(1), move || ProofSigner {
+        key: key.clone(),
+        health: h.clone(),
+        clock: clock.clone(),
+    });
     (Handle::new(addr, health, limits), public)
 }

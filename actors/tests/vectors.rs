@@ -26,7 +26,9 @@ fn sign(seed: &Value, msg: &[u8]) -> String {
 
 fn payment_tx(s: &Value) -> PaymentTx {
     match PaymentProvider::from_i64(s["provider"].as_i64().unwrap()).unwrap() {
-        PaymentProvider::Google => PaymentTx::google(s["google_payment_token"].as_str().unwrap(), s["google_order_id"].as_str().unwrap()),
+        PaymentProvider::Google => {
+            PaymentTx::google(s["google_payment_token"].as_str().unwrap(), s["google_order_id"].as_str().unwrap())
+        }
         PaymentProvider::Apple => PaymentTx::apple_tx(s["apple_tx_id"].as_str().unwrap()),
         p => panic!("unexpected provider {p}"),
     }
@@ -36,7 +38,9 @@ fn payment_tx(s: &Value) -> PaymentTx {
 fn keys() {
     let v = vectors();
     let k = &v["keys"];
-    for (seed, pk) in [("master_seed", "master_pkey"), ("rotating_seed", "rotating_pkey"), ("backend_seed", "backend_pkey")] {
+    for (seed, pk) in
+        [("master_seed", "master_pkey"), ("rotating_seed", "rotating_pkey"), ("backend_seed", "backend_pkey")]
+    {
         let sk = SigningKey::from_bytes(&bytes::<32>(&k[seed]));
         assert_eq!(hex::encode(sk.verifying_key().to_bytes()), k[pk].as_str().unwrap());
     }
@@ -63,7 +67,12 @@ fn add_pro_payment_digests_and_signatures() {
 fn generate_pro_proof_digest() {
     let v = vectors();
     let (k, s) = (&v["keys"], &v["generate_pro_proof"]);
-    let digest = generate_pro_proof_hash(0, &bytes(&k["master_pkey"]), &bytes(&k["rotating_pkey"]), s["unix_ts_ms"].as_u64().unwrap());
+    let digest = generate_pro_proof_hash(
+        0,
+        &bytes(&k["master_pkey"]),
+        &bytes(&k["rotating_pkey"]),
+        s["unix_ts_ms"].as_u64().unwrap(),
+    );
     assert_eq!(hex::encode(digest), s["hash"].as_str().unwrap());
     assert_eq!(sign(&k["master_seed"], &digest), s["master_sig"].as_str().unwrap());
     assert_eq!(sign(&k["rotating_seed"], &digest), s["rotating_sig"].as_str().unwrap());

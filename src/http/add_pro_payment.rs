@@ -32,8 +32,14 @@ pub async fn handle(state: &AppState, body: &[u8]) -> Envelope {
     let payment_tx = top.object("payment_tx", &mut errors);
     let tx_fields = Fields::new(payment_tx);
     let provider = tx_fields.int("provider", &mut errors);
-    let (Some(version), Some(master_hex), Some(rotating_hex), Some(master_sig_hex), Some(rotating_sig_hex), Some(provider)) =
-        (version, master_hex, rotating_hex, master_sig_hex, rotating_sig_hex, provider)
+    let (
+        Some(version),
+        Some(master_hex),
+        Some(rotating_hex),
+        Some(master_sig_hex),
+        Some(rotating_sig_hex),
+        Some(provider),
+    ) = (version, master_hex, rotating_hex, master_sig_hex, rotating_sig_hex, provider)
     else {
         return Envelope::err(STATUS_PARSE_ERROR, errors);
     };
@@ -116,7 +122,10 @@ pub async fn handle(state: &AppState, body: &[u8]) -> Envelope {
         Ok(Err(OpError::Rejected(why))) => Envelope::err1(STATUS_GENERIC_ERROR, why),
         Ok(Err(OpError::Store(e))) => {
             error!("Redeeming payment {label} failed: {e}");
-            Envelope::err1(STATUS_GENERIC_ERROR, format!("Payment was not redeemed due to a server error, try again: {e}"))
+            Envelope::err1(
+                STATUS_GENERIC_ERROR,
+                format!("Payment was not redeemed due to a server error, try again: {e}"),
+            )
         }
         Err(e) => {
             error!("Redeeming payment {label} failed: {e}");

@@ -33,11 +33,15 @@ pub struct SignedPair {
 pub fn verify_pair(state: &AppState, p: &SignedPair, digest: &[u8; 32]) -> Result<(), Vec<String>> {
     let hex_m = mask(&hex::encode(p.master), state.unsafe_logging);
     if !verify_signature(&p.master, digest, &p.master_sig) {
-        return Err(vec![format!("Failed to verify signature from master key {hex_m}: Signature was forged or corrupt")]);
+        return Err(vec![format!(
+            "Failed to verify signature from master key {hex_m}: Signature was forged or corrupt"
+        )]);
     }
     if !verify_signature(&p.rotating, digest, &p.rotating_sig) {
         let hex_r = mask(&hex::encode(p.rotating), state.unsafe_logging);
-        return Err(vec![format!("Failed to verify signature from rotating key {hex_r}: Signature was forged or corrupt")]);
+        return Err(vec![format!(
+            "Failed to verify signature from rotating key {hex_r}: Signature was forged or corrupt"
+        )]);
     }
     let mut errors = Vec::new();
     if state.backend_pubkey == p.master || state.backend_pubkey == p.rotating {
@@ -73,7 +77,8 @@ pub fn check_nonce_window(ts: &JsonInt, now: i64, errors: &mut Vec<String>) {
 pub fn check_delta_window(ts: &JsonInt, now_f64: f64, what: &str, errors: &mut Vec<String>) {
     let ts_f = ts.to_string().parse::<f64>().unwrap_or(f64::INFINITY);
     let delta = now_f64 - ts_f;
-    if !(delta.abs() < TIMESTAMP_TOLERANCE_MS as f64) {
+    // NaN (an unparseable timestamp) is out of the window too.
+    if delta.is_nan() || delta.abs() >= TIMESTAMP_TOLERANCE_MS as f64 {
         errors.push(format!("Timestamp is too old to permit {what}, delta was {}ms", python_float_repr(delta)));
     }
 }
@@ -83,7 +88,9 @@ pub fn check_delta_window(ts: &JsonInt, now_f64: f64, what: &str, errors: &mut V
 pub fn safe_payment_label(tx: &PaymentTx, unsafe_logging: bool) -> String {
     let m = |s: &str| mask(s, unsafe_logging);
     let (google, rangeproof) = match tx.provider() {
-        PaymentProvider::Google => (format!("{}/{}", m(&tx.google_payment_token), m(&tx.google_order_id)), String::new()),
+        PaymentProvider::Google => {
+            (format!("{}/{}", m(&tx.google_payment_token), m(&tx.google_order_id)), String::new())
+        }
         PaymentProvider::Rangeproof => ("/".to_string(), m(&tx.rangeproof_order_id)),
         _ => ("/".to_string(), String::new()),
     };
@@ -101,7 +108,12 @@ pub struct ProofJson {
 }
 
 /// Signs a proof for `gen_index` and the rotating key, valid until `expiry`.
-pub async fn issue_proof(state: &AppState, gen_index: u64, rotating: [u8; 32], expiry: i64) -> Result<ProofJson, String> {
+pub async fn issue_proof(
+    state: &AppState,
+    gen_index: u64,
+    rotating: [u8; 32],
+    expiry: i64,
+) -> Result<ProofJson, String> {
     let gih = gen_index_hash(gen_index, &state.gen_index_salt);
     let expiry = u64::try_from(expiry).unwrap_or(0);
     let sig = state
@@ -126,7 +138,10 @@ mod tests {
     fn payment_labels() {
         let g = PaymentTx::google("token-abc", "GPA.1234-5678");
         assert_eq!(safe_payment_label(&g, false), "GooglePlayStore, google=(to\u{2026}bc/GPA\u{2026}678), rangeproof=");
-        assert_eq!(safe_payment_label(&PaymentTx::apple_tx("2000000123456789"), false), "iOSAppStore, google=(/), rangeproof=");
+        assert_eq!(
+            safe_payment_label(&PaymentTx::apple_tx("2000000123456789"), false),
+            "iOSAppStore, google=(/), rangeproof="
+        );
         assert_eq!(safe_payment_label(&g, true), "GooglePlayStore, google=(token-abc/GPA.1234-5678), rangeproof=");
     }
 }

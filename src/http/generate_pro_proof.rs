@@ -57,12 +57,20 @@ pub async fn handle(state: &AppState, body: &[u8]) -> Envelope {
     let user = match state.reader.read(GetProofEntitlement { master }).await {
         Ok(ProofEntitlement::Entitled(u)) => u,
         Ok(ProofEntitlement::NoUser) => {
-            return Envelope::err1(STATUS_GENERIC_ERROR, format!("User {who} does not have an active payment registered for it"));
+            return Envelope::err1(
+                STATUS_GENERIC_ERROR,
+                format!("User {who} does not have an active payment registered for it"),
+            );
         }
-        Ok(ProofEntitlement::Revoked) => return Envelope::err1(STATUS_GENERIC_ERROR, format!("User {who} payment has been revoked")),
+        Ok(ProofEntitlement::Revoked) => {
+            return Envelope::err1(STATUS_GENERIC_ERROR, format!("User {who} payment has been revoked"));
+        }
         Err(e) => {
             error!("Looking up the entitlement of {who} failed: {e}");
-            return Envelope::err1(STATUS_GENERIC_ERROR, format!("Failed to look up the user's entitlement, try again: {e}"));
+            return Envelope::err1(
+                STATUS_GENERIC_ERROR,
+                format!("Failed to look up the user's entitlement, try again: {e}"),
+            );
         }
     };
 

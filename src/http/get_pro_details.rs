@@ -41,7 +41,9 @@ pub async fn handle(state: &AppState, body: &[u8]) -> Envelope {
     let sig_hex = f.string("master_sig", &mut errors);
     let ts = f.int("unix_ts_ms", &mut errors);
     let count = f.int("count", &mut errors);
-    let (Some(version), Some(master_hex), Some(sig_hex), Some(ts), Some(count)) = (version, master_hex, sig_hex, ts, count) else {
+    let (Some(version), Some(master_hex), Some(sig_hex), Some(ts), Some(count)) =
+        (version, master_hex, sig_hex, ts, count)
+    else {
         return Envelope::err(STATUS_PARSE_ERROR, errors);
     };
 
@@ -56,7 +58,8 @@ pub async fn handle(state: &AppState, body: &[u8]) -> Envelope {
         errors.push(format!("Count was larger than the maximum of {}: {count}", u32::MAX));
     }
     check_delta_window(&ts, state.clock.now_ms_f64(), "retrieval of payments", &mut errors);
-    let (Some(master), Some(sig), Some(count), Some(ts)) = (master, sig, count.in_range::<u32>(), ts.in_range::<u64>()) else {
+    let (Some(master), Some(sig), Some(count), Some(ts)) = (master, sig, count.in_range::<u32>(), ts.in_range::<u64>())
+    else {
         return Envelope::err(STATUS_PARSE_ERROR, errors);
     };
     if !errors.is_empty() {

@@ -93,7 +93,9 @@ pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, String> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(Value::Null) => Err("JSON failed to be parsed".into()),
-        Ok(other) => Err(format!("JSON failed to be parsed: expected an object at the top level, got {}", python_type(&other))),
+        Ok(other) => {
+            Err(format!("JSON failed to be parsed: expected an object at the top level, got {}", python_type(&other)))
+        }
         Err(e) => Err(format!("JSON failed to be parsed: {e}")),
     }
 }
@@ -112,7 +114,10 @@ impl<'a> Fields<'a> {
     fn get(&self, key: &str, errors: &mut Vec<String>) -> Option<&'a Value> {
         let v = self.obj.and_then(|o| o.get(key));
         if v.is_none() {
-            errors.push(format!("Required key \"{key}\" is missing from JSON: dictionary w/ keys: {}", key_dump(self.obj)));
+            errors.push(format!(
+                "Required key \"{key}\" is missing from JSON: dictionary w/ keys: {}",
+                key_dump(self.obj)
+            ));
         }
         v
     }
@@ -242,7 +247,10 @@ mod tests {
             version: i64,
         }
         let e = Envelope::ok(&R { items: vec![], retry_in_s: 86400, ticket: 0, version: 0 });
-        assert_eq!(&e.body[..], b"{\"result\":{\"items\":[],\"retry_in_s\":86400,\"ticket\":0,\"version\":0},\"status\":0}\n");
+        assert_eq!(
+            &e.body[..],
+            b"{\"result\":{\"items\":[],\"retry_in_s\":86400,\"ticket\":0,\"version\":0},\"status\":0}\n"
+        );
         let e = Envelope::err1(100, "TX: GooglePlayStore, google=(to\u{2026}bc/GPA\u{2026}678), rangeproof=");
         assert_eq!(
             std::str::from_utf8(&e.body).unwrap(),
@@ -296,7 +304,9 @@ mod tests {
         assert!(Fields::new(Some(&m)).string("rotating_pkey", &mut errs).is_none());
         assert_eq!(
             errs,
-            ["Required key \"rotating_pkey\" is missing from JSON: dictionary w/ keys: {version, master_pkey, nest: {x: {y}, z}}"]
+            [
+                "Required key \"rotating_pkey\" is missing from JSON: dictionary w/ keys: {version, master_pkey, nest: {x: {y}, z}}"
+            ]
         );
         let mut errs = vec![];
         Fields::new(None).int("provider", &mut errs);

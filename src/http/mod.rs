@@ -154,7 +154,9 @@ pub enum Target {
 }
 
 pub fn resolve(method: &Method, path: &str) -> (Option<Route>, Target) {
-    let Some(route) = Route::from_path(path) else { return (None, Target::Immediate(Reply::not_found())) };
+    let Some(route) = Route::from_path(path) else {
+        return (None, Target::Immediate(Reply::not_found()));
+    };
     let (wanted, allow) = route.method();
     let target = if *method == wanted || (wanted == Method::GET && *method == Method::HEAD) {
         Target::Run(route)
@@ -193,11 +195,8 @@ enum BodyError {
 
 /// Reads at most `limit` bytes of body; a longer body is refused without buffering it.
 async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, BodyError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge);
     }
@@ -222,11 +221,15 @@ pub async fn entry(req: HttpRequest, payload: web::Payload, state: web::Data<App
             Ok(body) => run(&state, route, &body).await,
             Err(BodyError::TooLarge) => Reply::envelope(Envelope::err1(
                 json::STATUS_PARSE_ERROR,
-                format!("JSON failed to be parsed: request body is larger than the limit of {} bytes", state.max_body_bytes),
+                format!(
+                    "JSON failed to be parsed: request body is larger than the limit of {} bytes",
+                    state.max_body_bytes
+                ),
             )),
-            Err(BodyError::Broken(e)) => {
-                Reply::envelope(Envelope::err1(json::STATUS_PARSE_ERROR, format!("JSON failed to be parsed: request body could not be read: {e}")))
-            }
+            Err(BodyError::Broken(e)) => Reply::envelope(Envelope::err1(
+                json::STATUS_PARSE_ERROR,
+                format!("JSON failed to be parsed: request body could not be read: {e}"),
+            )),
         },
     };
     observe(&state, route, &reply, started);

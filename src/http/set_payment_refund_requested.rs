@@ -56,7 +56,9 @@ pub async fn handle(state: &AppState, body: &[u8]) -> Envelope {
     let tx_id = match provider.in_range::<i64>().and_then(PaymentProvider::from_i64) {
         Some(PaymentProvider::Apple) => tx_fields.string("apple_tx_id", &mut errors),
         Some(_) => return Envelope::err1(STATUS_PARSE_ERROR, "Bad payment provider given"),
-        None => return Envelope::err1(STATUS_PARSE_ERROR, format!("Unrecognised payment provider: {provider}")),
+        None => {
+            return Envelope::err1(STATUS_PARSE_ERROR, format!("Unrecognised payment provider: {provider}"));
+        }
     };
     check_delta_window(&ts, state.clock.now_ms_f64(), "refund request update", &mut errors);
     let refund = refund_ts.in_range::<i64>().filter(|v| *v >= 0);

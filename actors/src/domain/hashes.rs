@@ -107,12 +107,24 @@ mod tests {
     fn api_request_digests() {
         let (m, r) = (k(MASTER), k(ROTATING));
         let g = PaymentTx::google("token-abc", "GPA.1234-5678");
-        assert_eq!(hex::encode(add_pro_payment_hash(0, &m, &r, &g)), "466e621a6e5b5e443c5931d49efcb6d2225eed4e1171bf06524f9b2a17d6e81c");
+        assert_eq!(
+            hex::encode(add_pro_payment_hash(0, &m, &r, &g)),
+            "466e621a6e5b5e443c5931d49efcb6d2225eed4e1171bf06524f9b2a17d6e81c"
+        );
         let a = PaymentTx::apple_tx("2000000123456789");
-        assert_eq!(hex::encode(add_pro_payment_hash(0, &m, &r, &a)), "5d6a1a1ebfc6ae36e28f4906176946fdeff93c6099e65b0497c1d7a5e7d27f9f");
+        assert_eq!(
+            hex::encode(add_pro_payment_hash(0, &m, &r, &a)),
+            "5d6a1a1ebfc6ae36e28f4906176946fdeff93c6099e65b0497c1d7a5e7d27f9f"
+        );
         let t = 1762407212143u64;
-        assert_eq!(hex::encode(generate_pro_proof_hash(0, &m, &r, t)), "294971d5005d69c1f9dc445a2e86c8e2191b2b3b8c19e88840e7c31c0688c956");
-        assert_eq!(hex::encode(get_pro_details_hash(0, &m, t, 10)), "01ff18f301ca555451acb697d92d22b470110b235c2b57edf1908c92370c39ef");
+        assert_eq!(
+            hex::encode(generate_pro_proof_hash(0, &m, &r, t)),
+            "294971d5005d69c1f9dc445a2e86c8e2191b2b3b8c19e88840e7c31c0688c956"
+        );
+        assert_eq!(
+            hex::encode(get_pro_details_hash(0, &m, t, 10)),
+            "01ff18f301ca555451acb697d92d22b470110b235c2b57edf1908c92370c39ef"
+        );
         assert_eq!(
             hex::encode(set_refund_requested_hash(0, &m, t, t + 1000, &a)),
             "f2f2b68064cb9243235f25baef2617650a7e2155217df820de71a99a7397cf66"
@@ -123,9 +135,18 @@ mod tests {
     #[test]
     fn gen_index_hashes() {
         let salt = [0x11u8; 16];
-        assert_eq!(hex::encode(gen_index_hash(0, &salt)), "6e9e59b1aed7bd139c5c4435e09a0d3d0fa3f1c6c4d71cfeb4a6e742f0c577a4");
-        assert_eq!(hex::encode(gen_index_hash(1, &salt)), "404d9f58db1aa40dc4fa1a11e15a9b6e6e5ca647e5f17ef0eee0372429bab2b9");
-        assert_eq!(hex::encode(gen_index_hash(2, &salt)), "cff04073946c1bd8db5fa10dcd64abda824e63ddc04a88fe0dd490794b69d184");
+        assert_eq!(
+            hex::encode(gen_index_hash(0, &salt)),
+            "6e9e59b1aed7bd139c5c4435e09a0d3d0fa3f1c6c4d71cfeb4a6e742f0c577a4"
+        );
+        assert_eq!(
+            hex::encode(gen_index_hash(1, &salt)),
+            "404d9f58db1aa40dc4fa1a11e15a9b6e6e5ca647e5f17ef0eee0372429bab2b9"
+        );
+        assert_eq!(
+            hex::encode(gen_index_hash(2, &salt)),
+            "cff04073946c1bd8db5fa10dcd64abda824e63ddc04a88fe0dd490794b69d184"
+        );
         let salt2: [u8; 16] = h("000102030405060708090a0b0c0d0e0f").try_into().unwrap();
         for (i, want) in [
             (0u64, "f40404fc3f415f70de6adf9e3f0347684fb43697fcb13539b70c2315d3e00d81"),
@@ -156,14 +177,26 @@ mod tests {
         let r = k("3497f081e4e9bb24053d45b25455b6f4b117f3b7329c4aba05aefc51b5cab110");
         let ts = 1754971101000u64;
         let g = PaymentTx::google("DEV.aabbccddeeff0011", "DEV.0011223344556677");
-        assert_eq!(hex::encode(add_pro_payment_hash(0, &m, &r, &g)), "4c2bceac77ce4a963a2bb596590970b39b9841e8ab212e7b00c50ede5d3c3e77");
+        assert_eq!(
+            hex::encode(add_pro_payment_hash(0, &m, &r, &g)),
+            "4c2bceac77ce4a963a2bb596590970b39b9841e8ab212e7b00c50ede5d3c3e77"
+        );
         assert_eq!(
             hex::encode(add_pro_payment_hash(0, &m, &r, &PaymentTx::apple_tx("2000000123456789"))),
             "4ac16eef2e007bf944802ac63f48d62cb56089ac29cbe8bb863d249dcaf96a08"
         );
-        assert_eq!(hex::encode(generate_pro_proof_hash(0, &m, &r, ts)), "d98a13f8063b4597e8a8a09c135a5df731a7d808e81e8bd5946f13db170d4e1c");
-        assert_eq!(hex::encode(get_pro_details_hash(0, &m, ts, 10000)), "f63ac629787d7f4945107e4012e530fa97a89957da2e6d186c4ffe03f127e0be");
-        assert_eq!(hex::encode(set_refund_requested_hash(0, &m, ts, ts, &g)), "a4d43a02751f460d134d4cbcefc5886c21662e263c45f1f1fc113fdb0f7fef4f");
+        assert_eq!(
+            hex::encode(generate_pro_proof_hash(0, &m, &r, ts)),
+            "d98a13f8063b4597e8a8a09c135a5df731a7d808e81e8bd5946f13db170d4e1c"
+        );
+        assert_eq!(
+            hex::encode(get_pro_details_hash(0, &m, ts, 10000)),
+            "f63ac629787d7f4945107e4012e530fa97a89957da2e6d186c4ffe03f127e0be"
+        );
+        assert_eq!(
+            hex::encode(set_refund_requested_hash(0, &m, ts, ts, &g)),
+            "a4d43a02751f460d134d4cbcefc5886c21662e263c45f1f1fc113fdb0f7fef4f"
+        );
         assert_eq!(
             hex::encode(proof_hash(0, &[0x11; 32], &r, 1757548800000)),
             "a993d5e17f24941c549f813fcb292ab322e512af06e44f7a3b922728e4dfd5bb"

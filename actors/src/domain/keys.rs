@@ -11,7 +11,9 @@ pub fn decode_hex_exact<const N: usize>(label: &str, s: &str) -> Result<[u8; N],
         return Err(format!("{label} was not {} characters, was {chars} characters", 2 * N));
     }
     if let Some(pos) = s.chars().position(|c| !c.is_ascii_hexdigit()) {
-        return Err(format!("{label} was not valid hex: non-hexadecimal number found in fromhex() arg at position {pos}"));
+        return Err(format!(
+            "{label} was not valid hex: non-hexadecimal number found in fromhex() arg at position {pos}"
+        ));
     }
     let mut out = [0u8; N];
     // All characters are ASCII hex digits here, so byte indexing is exact.
@@ -80,7 +82,11 @@ mod tests {
         assert!(decode_hex_exact::<32>("K", &bad).unwrap_err().ends_with("position 63"));
         let upper = "AB".repeat(32);
         assert_eq!(decode_hex_exact::<32>("K", &upper).unwrap(), [0xab; 32]);
-        assert!(decode_hex_exact::<64>("Master key signature", &"0".repeat(127)).unwrap_err().contains("was not 128 characters, was 127"));
+        assert!(
+            decode_hex_exact::<64>("Master key signature", &"0".repeat(127))
+                .unwrap_err()
+                .contains("was not 128 characters, was 127")
+        );
     }
 
     #[test]

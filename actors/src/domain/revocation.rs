@@ -64,11 +64,13 @@ mod tests {
     fn publish_rounds_and_takes_the_earlier_effective_time() {
         // api.md §5.3.3 example, salt 0x11.
         let salt = [0x11; 16];
-        let a = RevocationRow { gen_index: 1, creation_unix_ts_ms: 1762407217143, expiry_unix_ts_ms: 1794009600000 }.publish(&salt);
+        let a = RevocationRow { gen_index: 1, creation_unix_ts_ms: 1762407217143, expiry_unix_ts_ms: 1794009600000 }
+            .publish(&salt);
         assert_eq!(a.effective_unix_ts_ms, 1762493617143);
         assert_eq!(a.expiry_unix_ts_ms, 1794009600000);
         assert_eq!(hex::encode(a.gen_index_hash), "404d9f58db1aa40dc4fa1a11e15a9b6e6e5ca647e5f17ef0eee0372429bab2b9");
-        let b = RevocationRow { gen_index: 2, creation_unix_ts_ms: 1762407218143, expiry_unix_ts_ms: 1762407218143 }.publish(&salt);
+        let b = RevocationRow { gen_index: 2, creation_unix_ts_ms: 1762407218143, expiry_unix_ts_ms: 1762407218143 }
+            .publish(&salt);
         assert_eq!((b.expiry_unix_ts_ms, b.effective_unix_ts_ms), (1762473600000, 1762473600000));
     }
 

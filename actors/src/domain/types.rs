@@ -134,7 +134,10 @@ pub type PubKeyBytes = [u8; 32];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedeemOutcome {
     /// Claimed; `entitled_until` is the best redeemed expiry (grace included when renewing).
-    Success { gen_index: u64, entitled_until: i64 },
+    Success {
+        gen_index: u64,
+        entitled_until: i64,
+    },
     AlreadyRedeemed,
     UnknownPayment,
 }

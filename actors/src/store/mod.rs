@@ -59,12 +59,20 @@ pub trait StoreTx {
     fn lookup_rows(&mut self, master: &PubKeyBytes, limit: usize) -> StoreResult<Vec<LookupRow>>;
     /// Updates grace and/or auto-renew on every row of the identity; returns the owners of the
     /// matched rows (None for unowned rows). Revoked rows never get auto-renew switched on.
-    fn update_renewal_info(&mut self, tx: &PaymentTx, grace: Option<i64>, auto_renewing: Option<bool>)
-    -> StoreResult<Vec<Option<PubKeyBytes>>>;
+    fn update_renewal_info(
+        &mut self,
+        tx: &PaymentTx,
+        grace: Option<i64>,
+        auto_renewing: Option<bool>,
+    ) -> StoreResult<Vec<Option<PubKeyBytes>>>;
     /// Sets the refund-requested time on the rows a client names (Apple: transaction id;
     /// Google: token + order id), only those owned by `owner` when given; returns the owners.
-    fn set_refund_requested(&mut self, tx: &PaymentTx, ts: i64, owner: Option<&PubKeyBytes>)
-    -> StoreResult<Vec<Option<PubKeyBytes>>>;
+    fn set_refund_requested(
+        &mut self,
+        tx: &PaymentTx,
+        ts: i64,
+        owner: Option<&PubKeyBytes>,
+    ) -> StoreResult<Vec<Option<PubKeyBytes>>>;
     /// Every row of a subscription (Google: token; Apple: original transaction id), by id.
     fn subscription_rows(&mut self, provider: PaymentProvider, key: &str) -> StoreResult<Vec<SubscriptionRow>>;
     /// Revokes one row if it is Unredeemed or Redeemed; returns whether it changed.
@@ -117,7 +125,10 @@ pub trait StoreTx {
 /// Object-safe so the actors can hold any backend.
 pub trait Database: Send {
     fn read_with(&mut self, f: &mut dyn FnMut(&mut dyn StoreTx) -> StoreResult<()>) -> StoreResult<()>;
-    fn write_with(&mut self, f: &mut dyn FnMut(&mut dyn StoreTx) -> Result<(), ops::OpError>) -> Result<(), ops::OpError>;
+    fn write_with(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn StoreTx) -> Result<(), ops::OpError>,
+    ) -> Result<(), ops::OpError>;
 }
 
 /// Runs `f` in a read transaction of `db`.
@@ -134,7 +145,10 @@ pub fn read_db<T>(db: &mut dyn Database, f: impl FnOnce(&mut dyn StoreTx) -> Sto
 }
 
 /// Runs `f` in a write transaction of `db` (committed on success, rolled back otherwise).
-pub fn write_db<T>(db: &mut dyn Database, f: impl FnOnce(&mut dyn StoreTx) -> Result<T, ops::OpError>) -> Result<T, ops::OpError> {
+pub fn write_db<T>(
+    db: &mut dyn Database,
+    f: impl FnOnce(&mut dyn StoreTx) -> Result<T, ops::OpError>,
+) -> Result<T, ops::OpError> {
     let mut f = Some(f);
     let mut out = None;
     db.write_with(&mut |tx| {

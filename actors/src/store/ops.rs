@@ -54,12 +54,19 @@ pub fn allocate_gen_index(tx: &mut dyn StoreTx, master: &PubKeyBytes) -> StoreRe
 
 /// Binds an Unredeemed payment (named as a client names it) to `master` and allocates the
 /// generation the first proof will carry.
-pub fn redeem(tx: &mut dyn StoreTx, master: &PubKeyBytes, payment: &PaymentTx, redeemed_at: i64) -> Result<RedeemOutcome, OpError> {
+pub fn redeem(
+    tx: &mut dyn StoreTx,
+    master: &PubKeyBytes,
+    payment: &PaymentTx,
+    redeemed_at: i64,
+) -> Result<RedeemOutcome, OpError> {
     match tx.claim_payment(payment, master, redeemed_at)? {
         0 if tx.count_claimed_by(payment, master)? > 0 => Ok(RedeemOutcome::AlreadyRedeemed),
         0 => Ok(RedeemOutcome::UnknownPayment),
         1 => match allocate_gen_index(tx, master)? {
-            Some((gen_index, e)) => Ok(RedeemOutcome::Success { gen_index, entitled_until: e.redeemed.expiry_unix_ts_ms }),
+            Some((gen_index, e)) => {
+                Ok(RedeemOutcome::Success { gen_index, entitled_until: e.redeemed.expiry_unix_ts_ms })
+            }
             // The claimed row is an older billing cycle of a subscription whose newest cycle has
             // already ended, so it entitles to nothing.
             None => Err(OpError::Rejected(
@@ -87,26 +94,28 @@ pub fn claim_for_client(
     ctx: OpCtx,
     dev: Option<DevPayment>,
 ) -> Result<RedeemOutcome, OpError> {
-    if let Some(d) = dev.filter(|_| ctx.dev && payment.is_dev_payment()) {
-        if !tx.claim_target_exists(payment)? {
-            let mut ids = payment.clone();
-            if ids.provider() == PaymentProvider::Apple {
-                ids.apple_original_tx_id = ids.apple_tx_id.clone();
-                ids.apple_web_line_order_tx_id.clear();
-            }
-            let fake = NewPayment {
-                google_obfuscated_account_id: (ids.provider() == PaymentProvider::Google).then(|| google_obfuscated_account_id(master)),
-                tx: ids,
-                plan: d.plan,
-                expiry_unix_ts_ms: ctx.now.saturating_add(d.duration_ms),
-                unredeemed_unix_ts_ms: ctx.now,
-                platform_refund_expiry_unix_ts_ms: 0,
-                apple_app_account_token: String::new(),
-            };
-            add_unredeemed_payment(tx, &fake, ctx)?;
-            let grace = if d.auto_renewing { DEV_GRACE_MS } else { 0 };
-            update_renewal_info(tx, &fake.tx, Some(grace), Some(d.auto_renewing))?;
+    let fabricate = dev.filter(|_| ctx.dev && payment.is_dev_payment());
+    if let Some(d) = fabricate
+        && !tx.claim_target_exists(payment)?
+    {
+        let mut ids = payment.clone();
+        if ids.provider() == PaymentProvider::Apple {
+            ids.apple_original_tx_id = ids.apple_tx_id.clone();
+            ids.apple_web_line_order_tx_id.clear();
         }
+        let fake = NewPayment {
+            google_obfuscated_account_id: (ids.provider() == PaymentProvider::Google)
+                .then(|| google_obfuscated_account_id(master)),
+            tx: ids,
+            plan: d.plan,
+            expiry_unix_ts_ms: ctx.now.saturating_add(d.duration_ms),
+            unredeemed_unix_ts_ms: ctx.now,
+            platform_refund_expiry_unix_ts_ms: 0,
+            apple_app_account_token: String::new(),
+        };
+        add_unredeemed_payment(tx, &fake, ctx)?;
+        let grace = if d.auto_renewing { DEV_GRACE_MS } else { 0 };
+        update_renewal_info(tx, &fake.tx, Some(grace), Some(d.auto_renewing))?;
     }
     redeem(tx, master, payment, redeemed_ts(ctx.now, ctx.dev))
 }
@@ -134,15 +143,21 @@ pub fn add_unredeemed_payment(tx: &mut dyn StoreTx, p: &NewPayment, ctx: OpCtx) 
 }
 
 fn auto_redeem(tx: &mut dyn StoreTx, p: &NewPayment, ctx: OpCtx) -> Result<Option<(PubKeyBytes, u64)>, OpError> {
-    let Some(owner) = tx.newest_owner_of_subscription(&p.tx)? else { return Ok(None) };
-    let Some(user) = tx.user(&owner)? else { return Ok(None) };
+    let Some(owner) = tx.newest_owner_of_subscription(&p.tx)? else {
+        return Ok(None);
+    };
+    let Some(user) = tx.user(&owner)? else {
+        return Ok(None);
+    };
     let deadline = match p.tx.provider() {
         // The cached expiry already holds the grace of a renewing subscription, so this is its
         // raw expiry plus Google's 60-day account hold.
         PaymentProvider::Google if user.auto_renewing => {
             user.expiry_unix_ts_ms.saturating_add(GOOGLE_ACCOUNT_HOLD_MS - user.grace_period_duration_ms)
         }
-        PaymentProvider::Apple if user.auto_renewing => user.expiry_unix_ts_ms.saturating_add(user.grace_period_duration_ms),
+        PaymentProvider::Apple if user.auto_renewing => {
+            user.expiry_unix_ts_ms.saturating_add(user.grace_period_duration_ms)
+        }
         _ => user.expiry_unix_ts_ms,
     };
     if p.unredeemed_unix_ts_ms > deadline {
@@ -232,11 +247,12 @@ pub fn revoke_subscription(
     // and grace.
     let mut owners: Vec<(PubKeyBytes, bool, i64, i64)> = Vec::new();
     for row in &rows {
-        let changed = if row.status == PaymentStatus::Unredeemed.as_i64() || row.status == PaymentStatus::Redeemed.as_i64() {
-            tx.mark_revoked(row.id, revoke_ts)?
-        } else {
-            false
-        };
+        let changed =
+            if row.status == PaymentStatus::Unredeemed.as_i64() || row.status == PaymentStatus::Redeemed.as_i64() {
+                tx.mark_revoked(row.id, revoke_ts)?
+            } else {
+                false
+            };
         if let Some(m) = row.master_pkey {
             match owners.iter_mut().find(|o| o.0 == m) {
                 Some(o) => {
@@ -268,7 +284,9 @@ pub fn revoke_subscription(
 /// Lists a generation as revoked, or extends an existing entry; any change bumps the ticket.
 pub fn put_revocation(tx: &mut dyn StoreTx, gen_index: u64, creation: i64, expiry: i64) -> StoreResult<()> {
     match tx.revocation(gen_index)? {
-        None => tx.insert_revocation(&RevocationRow { gen_index, creation_unix_ts_ms: creation, expiry_unix_ts_ms: expiry }),
+        None => {
+            tx.insert_revocation(&RevocationRow { gen_index, creation_unix_ts_ms: creation, expiry_unix_ts_ms: expiry })
+        }
         Some(existing) if expiry > existing.expiry_unix_ts_ms => {
             tx.update_revocation(&RevocationRow { expiry_unix_ts_ms: expiry, ..existing })?;
             tx.bump_revocation_ticket()

@@ -112,7 +112,11 @@ pub const MIGRATIONS: &[Migration] = &[
               ALTER TABLE payments ADD COLUMN apple_app_account_token STRING NOT NULL DEFAULT '';",
         backfill_user_account_ids: false,
     },
-    Migration { from: 7, sql: "ALTER TABLE payments ADD COLUMN rangeproof_order_id TEXT;", backfill_user_account_ids: false },
+    Migration {
+        from: 7,
+        sql: "ALTER TABLE payments ADD COLUMN rangeproof_order_id TEXT;",
+        backfill_user_account_ids: false,
+    },
     Migration {
         from: 8,
         sql: "ALTER TABLE revocations ADD COLUMN creation_unix_ts_ms INTEGER NOT NULL DEFAULT 0;",

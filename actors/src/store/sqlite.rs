@@ -48,11 +48,10 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 
 /// Opens the read-write connection (the only one the server has) with upstream's pragmas.
 pub fn open_writer(target: &SqliteTarget) -> StoreResult<Connection> {
-    if !target.uri && !target.is_memory() {
-        if let Some(parent) = Path::new(&target.path).parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::Db(format!("Failed to create directory for {}: {e}", target.path)))?;
-        }
+    let parent = Path::new(&target.path).parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent.filter(|_| !target.uri && !target.is_memory()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StoreError::Db(format!("Failed to create directory for {}: {e}", target.path)))?;
     }
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if target.uri {
@@ -101,7 +100,9 @@ pub fn bootstrap(conn: &mut Connection, new_backend_key: [u8; 32]) -> StoreResul
         version = SCHEMA_VERSION;
     }
     while version < SCHEMA_VERSION {
-        let Some(step) = MIGRATIONS.iter().find(|m| m.from == version) else { break };
+        let Some(step) = MIGRATIONS.iter().find(|m| m.from == version) else {
+            break;
+        };
         tx.execute_batch(step.sql).map_err(db_err)?;
         if step.backfill_user_account_ids {
             let keys: Vec<Vec<u8>> = {
@@ -109,7 +110,9 @@ pub fn bootstrap(conn: &mut Connection, new_backend_key: [u8; 32]) -> StoreResul
                 st.query_map([], |r| r.get(0)).map_err(db_err)?.collect::<Result<_, _>>().map_err(db_err)?
             };
             for key in keys {
-                let Ok(k) = <[u8; 32]>::try_from(key.as_slice()) else { continue };
+                let Ok(k) = <[u8; 32]>::try_from(key.as_slice()) else {
+                    continue;
+                };
                 tx.execute(
                     "UPDATE users SET google_obfuscated_account_id = ? WHERE master_pkey = ?",
                     params![google_obfuscated_account_id(&k).as_slice(), key],
@@ -165,7 +168,10 @@ pub fn read<T>(conn: &mut Connection, f: impl FnOnce(&mut dyn StoreTx) -> StoreR
 }
 
 /// Runs `f` in a write transaction that commits when `f` succeeds and rolls back otherwise.
-pub fn write<T, E: From<StoreError>>(conn: &mut Connection, f: impl FnOnce(&mut dyn StoreTx) -> Result<T, E>) -> Result<T, E> {
+pub fn write<T, E: From<StoreError>>(
+    conn: &mut Connection,
+    f: impl FnOnce(&mut dyn StoreTx) -> Result<T, E>,
+) -> Result<T, E> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
     let out = f(&mut SqliteTx { conn: &tx })?;
     tx.commit().map_err(db_err)?;
@@ -231,14 +237,17 @@ fn payment_row(row: &Row<'_>) -> rusqlite::Result<PaymentRow> {
 /// WHERE clause and parameters naming the full identity tuple of a stored payment.
 fn identity_filter(tx: &PaymentTx) -> (&'static str, Vec<&str>) {
     match tx.provider() {
-        PaymentProvider::Google => {
-            ("payment_provider = 1 AND google_payment_token = ? AND google_order_id = ?", vec![&tx.google_payment_token, &tx.google_order_id])
-        }
+        PaymentProvider::Google => (
+            "payment_provider = 1 AND google_payment_token = ? AND google_order_id = ?",
+            vec![&tx.google_payment_token, &tx.google_order_id],
+        ),
         PaymentProvider::Apple => (
             "payment_provider = 2 AND apple_original_tx_id = ? AND apple_tx_id = ? AND apple_web_line_order_tx_id = ?",
             vec![&tx.apple_original_tx_id, &tx.apple_tx_id, &tx.apple_web_line_order_tx_id],
         ),
-        PaymentProvider::Rangeproof => ("payment_provider = 3 AND rangeproof_order_id = ?", vec![&tx.rangeproof_order_id]),
+        PaymentProvider::Rangeproof => {
+            ("payment_provider = 3 AND rangeproof_order_id = ?", vec![&tx.rangeproof_order_id])
+        }
         PaymentProvider::Nil => ("0", vec![]),
     }
 }
@@ -246,11 +255,14 @@ fn identity_filter(tx: &PaymentTx) -> (&'static str, Vec<&str>) {
 /// WHERE clause naming a payment the way a client claims it.
 fn claim_filter(tx: &PaymentTx) -> (&'static str, Vec<&str>) {
     match tx.provider() {
-        PaymentProvider::Google => {
-            ("payment_provider = 1 AND google_payment_token = ? AND google_order_id = ?", vec![&tx.google_payment_token, &tx.google_order_id])
-        }
+        PaymentProvider::Google => (
+            "payment_provider = 1 AND google_payment_token = ? AND google_order_id = ?",
+            vec![&tx.google_payment_token, &tx.google_order_id],
+        ),
         PaymentProvider::Apple => ("payment_provider = 2 AND apple_tx_id = ?", vec![&tx.apple_tx_id]),
-        PaymentProvider::Rangeproof => ("payment_provider = 3 AND rangeproof_order_id = ?", vec![&tx.rangeproof_order_id]),
+        PaymentProvider::Rangeproof => {
+            ("payment_provider = 3 AND rangeproof_order_id = ?", vec![&tx.rangeproof_order_id])
+        }
         PaymentProvider::Nil => ("0", vec![]),
     }
 }
@@ -259,7 +271,9 @@ fn claim_filter(tx: &PaymentTx) -> (&'static str, Vec<&str>) {
 /// Google, as upstream does).
 fn renewal_filter(tx: &PaymentTx) -> (&'static str, Vec<&str>) {
     match tx.provider() {
-        PaymentProvider::Google => ("google_payment_token = ? AND google_order_id = ?", vec![&tx.google_payment_token, &tx.google_order_id]),
+        PaymentProvider::Google => {
+            ("google_payment_token = ? AND google_order_id = ?", vec![&tx.google_payment_token, &tx.google_order_id])
+        }
         PaymentProvider::Apple => (
             "apple_original_tx_id = ? AND apple_tx_id = ? AND apple_web_line_order_tx_id = ?",
             vec![&tx.apple_original_tx_id, &tx.apple_tx_id, &tx.apple_web_line_order_tx_id],
@@ -302,7 +316,14 @@ impl StoreTx for SqliteTx<'_> {
             .map_err(db_err)?;
         let row = st
             .query_row([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?, int0(r, 3)?, int0(r, 4)?, int0(r, 5)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    int0(r, 3)?,
+                    int0(r, 4)?,
+                    int0(r, 5)?,
+                ))
             })
             .optional()
             .map_err(db_err)?
@@ -354,7 +375,12 @@ impl StoreTx for SqliteTx<'_> {
         let (filter, strs) = identity_filter(tx);
         let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {filter} ORDER BY id LIMIT 1");
         let params = to_sql_params(vec![], &strs);
-        self.conn.prepare_cached(&sql).map_err(db_err)?.query_row(params.as_slice(), payment_row).optional().map_err(db_err)
+        self.conn
+            .prepare_cached(&sql)
+            .map_err(db_err)?
+            .query_row(params.as_slice(), payment_row)
+            .optional()
+            .map_err(db_err)
     }
 
     fn insert_payment(&mut self, p: &NewPayment) -> StoreResult<i64> {
@@ -465,9 +491,15 @@ impl StoreTx for SqliteTx<'_> {
         auto_renewing: Option<bool>,
     ) -> StoreResult<Vec<Option<PubKeyBytes>>> {
         let (filter, strs) = renewal_filter(tx);
-        let owners = self.owners(&format!("SELECT master_pkey FROM payments WHERE {filter} ORDER BY id"), &to_sql_params(vec![], &strs))?;
+        let owners = self.owners(
+            &format!("SELECT master_pkey FROM payments WHERE {filter} ORDER BY id"),
+            &to_sql_params(vec![], &strs),
+        )?;
         if let Some(g) = grace {
-            self.exec(&format!("UPDATE payments SET grace_period_duration_ms = ? WHERE {filter}"), &to_sql_params(vec![&g], &strs))?;
+            self.exec(
+                &format!("UPDATE payments SET grace_period_duration_ms = ? WHERE {filter}"),
+                &to_sql_params(vec![&g], &strs),
+            )?;
         }
         if let Some(a) = auto_renewing {
             self.exec(
@@ -478,7 +510,12 @@ impl StoreTx for SqliteTx<'_> {
         Ok(owners)
     }
 
-    fn set_refund_requested(&mut self, tx: &PaymentTx, ts: i64, owner: Option<&PubKeyBytes>) -> StoreResult<Vec<Option<PubKeyBytes>>> {
+    fn set_refund_requested(
+        &mut self,
+        tx: &PaymentTx,
+        ts: i64,
+        owner: Option<&PubKeyBytes>,
+    ) -> StoreResult<Vec<Option<PubKeyBytes>>> {
         let (filter, strs) = claim_filter(tx);
         let owner_v: Option<&[u8]> = owner.map(|o| o.as_slice());
         let owner_clause = if owner.is_some() { " AND master_pkey = ?" } else { "" };
@@ -486,12 +523,18 @@ impl StoreTx for SqliteTx<'_> {
         if let Some(o) = &owner_v {
             select_params.push(o);
         }
-        let owners = self.owners(&format!("SELECT master_pkey FROM payments WHERE {filter}{owner_clause} ORDER BY id"), &select_params)?;
+        let owners = self.owners(
+            &format!("SELECT master_pkey FROM payments WHERE {filter}{owner_clause} ORDER BY id"),
+            &select_params,
+        )?;
         let mut update_params = to_sql_params(vec![&ts], &strs);
         if let Some(o) = &owner_v {
             update_params.push(o);
         }
-        self.exec(&format!("UPDATE payments SET refund_requested_unix_ts_ms = ? WHERE {filter}{owner_clause}"), &update_params)?;
+        self.exec(
+            &format!("UPDATE payments SET refund_requested_unix_ts_ms = ? WHERE {filter}{owner_clause}"),
+            &update_params,
+        )?;
         Ok(owners)
     }
 
@@ -562,7 +605,9 @@ impl StoreTx for SqliteTx<'_> {
             )
             .map_err(db_err)?;
         let row = st
-            .query_row([master.as_slice()], |r| Ok((r.get::<_, i64>(0)?, int0(r, 1)?, int0(r, 2)?, int0(r, 3)? != 0, int0(r, 4)?)))
+            .query_row([master.as_slice()], |r| {
+                Ok((r.get::<_, i64>(0)?, int0(r, 1)?, int0(r, 2)?, int0(r, 3)? != 0, int0(r, 4)?))
+            })
             .optional()
             .map_err(db_err)?;
         row.map(|(g, expiry, grace, auto, refund)| {
@@ -616,7 +661,9 @@ impl StoreTx for SqliteTx<'_> {
         let g = gen_index as i64;
         let mut st = self
             .conn
-            .prepare_cached("SELECT gen_index, creation_unix_ts_ms, expiry_unix_ts_ms FROM revocations WHERE gen_index = ?")
+            .prepare_cached(
+                "SELECT gen_index, creation_unix_ts_ms, expiry_unix_ts_ms FROM revocations WHERE gen_index = ?",
+            )
             .map_err(db_err)?;
         st.query_row([g], revocation_row).optional().map_err(db_err)
     }
@@ -644,7 +691,9 @@ impl StoreTx for SqliteTx<'_> {
     fn revocations(&mut self) -> StoreResult<Vec<RevocationRow>> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT gen_index, creation_unix_ts_ms, expiry_unix_ts_ms FROM revocations ORDER BY gen_index")
+            .prepare_cached(
+                "SELECT gen_index, creation_unix_ts_ms, expiry_unix_ts_ms FROM revocations ORDER BY gen_index",
+            )
             .map_err(db_err)?;
         let rows = st.query_map([], revocation_row).map_err(db_err)?;
         rows.collect::<Result<_, _>>().map_err(db_err)
@@ -662,7 +711,10 @@ impl StoreTx for SqliteTx<'_> {
     }
 
     fn delete_user_error(&mut self, provider: PaymentProvider, payment_id: &str) -> StoreResult<bool> {
-        Ok(self.exec("DELETE FROM user_errors WHERE payment_provider = ? AND payment_id = ?", &[&provider.as_i64(), &payment_id])? > 0)
+        Ok(self.exec(
+            "DELETE FROM user_errors WHERE payment_provider = ? AND payment_id = ?",
+            &[&provider.as_i64(), &payment_id],
+        )? > 0)
     }
 
     fn has_user_error_for(&mut self, master: &PubKeyBytes) -> StoreResult<bool> {
@@ -681,7 +733,8 @@ impl StoreTx for SqliteTx<'_> {
     }
 
     fn delete_expired_handled_google_notifications(&mut self, ts: i64) -> StoreResult<i64> {
-        Ok(self.exec("DELETE FROM google_notification_history WHERE expiry_unix_ts_ms <= ? AND handled", &[&ts])? as i64)
+        Ok(self.exec("DELETE FROM google_notification_history WHERE expiry_unix_ts_ms <= ? AND handled", &[&ts])?
+            as i64)
     }
 
     fn count_rows(&mut self, table: &str) -> StoreResult<i64> {
@@ -709,7 +762,11 @@ impl StoreTx for SqliteTx<'_> {
 }
 
 fn revocation_row(r: &Row<'_>) -> rusqlite::Result<RevocationRow> {
-    Ok(RevocationRow { gen_index: r.get::<_, i64>(0)? as u64, creation_unix_ts_ms: int0(r, 1)?, expiry_unix_ts_ms: int0(r, 2)? })
+    Ok(RevocationRow {
+        gen_index: r.get::<_, i64>(0)? as u64,
+        creation_unix_ts_ms: int0(r, 1)?,
+        expiry_unix_ts_ms: int0(r, 2)?,
+    })
 }
 
 /// A SQLite connection as a [`super::Database`].
@@ -759,7 +816,7 @@ pub fn dump_tables(conn: &Connection) -> StoreResult<Vec<TableDump>> {
     for name in names {
         // The name comes from the catalogue; quote it as an identifier anyway.
         let mut st = conn.prepare(&format!("SELECT * FROM \"{}\"", name.replace('"', "\"\""))).map_err(db_err)?;
-        let columns: Vec<String> = st.column_names().into_iter().map(String::from).collect();
+        let columns: Vec<String> = st.column_names().map(String::from).collect();
         let n = columns.len();
         let rows = st
             .query_map([], |r| {

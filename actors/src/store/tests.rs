@@ -35,7 +35,14 @@ fn prod(now: i64) -> OpCtx {
     OpCtx { now, dev: false }
 }
 
-fn google_payment(master: &[u8; 32], token: &str, order: &str, plan: ProPlan, expiry: i64, unredeemed: i64) -> NewPayment {
+fn google_payment(
+    master: &[u8; 32],
+    token: &str,
+    order: &str,
+    plan: ProPlan,
+    expiry: i64,
+    unredeemed: i64,
+) -> NewPayment {
     NewPayment {
         tx: PaymentTx::google(token, order),
         plan,
@@ -96,7 +103,10 @@ fn scenario_a_purchase_redeem_renew_expire_refund() {
     assert!(out.inserted && out.auto_redeemed.is_none());
     let row = payment(&mut c, &p1.tx);
     assert_eq!((row.status, row.plan, row.payment_provider, row.auto_renewing), (1, 1, 1, true));
-    assert_eq!((row.expiry_unix_ts_ms, row.grace_period_duration_ms, row.platform_refund_expiry_unix_ts_ms), (exp1, GRACE, 1767441552345));
+    assert_eq!(
+        (row.expiry_unix_ts_ms, row.grace_period_duration_ms, row.platform_refund_expiry_unix_ts_ms),
+        (exp1, GRACE, 1767441552345)
+    );
     assert_eq!(row.master_pkey, None);
 
     // Client claim.
@@ -117,17 +127,25 @@ fn scenario_a_purchase_redeem_renew_expire_refund() {
     let row = payment(&mut c, &p1.tx);
     assert_eq!((row.status, row.redeemed_unix_ts_ms, row.master_pkey), (2, 1767312000000, Some(m)));
     let u = user(&mut c, &m);
-    assert_eq!((u.gen_index, u.expiry_unix_ts_ms, u.grace_period_duration_ms, u.auto_renewing), (0, 1769864352345, GRACE, true));
+    assert_eq!(
+        (u.gen_index, u.expiry_unix_ts_ms, u.grace_period_duration_ms, u.auto_renewing),
+        (0, 1769864352345, GRACE, true)
+    );
 
     // Repeats and unknown payments.
     assert_eq!(w(&mut c, |tx| ops::claim_for_client(tx, &m, &claim, prod(NOW), None)), RedeemOutcome::AlreadyRedeemed);
-    assert_eq!(w(&mut c, |tx| ops::claim_for_client(tx, &key(0x44), &claim, prod(NOW), None)), RedeemOutcome::UnknownPayment);
+    assert_eq!(
+        w(&mut c, |tx| ops::claim_for_client(tx, &key(0x44), &claim, prod(NOW), None)),
+        RedeemOutcome::UnknownPayment
+    );
     let nope = PaymentTx::google("nope", "nope");
     assert_eq!(w(&mut c, |tx| ops::claim_for_client(tx, &m, &nope, prod(NOW), None)), RedeemOutcome::UnknownPayment);
 
     // generate_pro_proof at G1: the user's unrounded expiry is earlier than the 30-day cap.
     let g1 = NOW + 3_600_000;
-    let ProofEntitlement::Entitled(u) = sqlite::read(&mut c, |t| ops::proof_entitlement(t, &m)).unwrap() else { panic!() };
+    let ProofEntitlement::Entitled(u) = sqlite::read(&mut c, |t| ops::proof_entitlement(t, &m)).unwrap() else {
+        panic!()
+    };
     let e = clamp_proof_expiry(g1, u.expiry_unix_ts_ms);
     assert_eq!(e, 1769864352345);
     assert_eq!(
@@ -142,7 +160,10 @@ fn scenario_a_purchase_redeem_renew_expire_refund() {
     let out = witness(&mut c, &p2, t_r, GRACE);
     assert_eq!(out.auto_redeemed, Some((m, 1)));
     let row2 = payment(&mut c, &p2.tx);
-    assert_eq!((row2.status, row2.redeemed_unix_ts_ms, row2.platform_refund_expiry_unix_ts_ms), (2, 1769904000000, 1770033252345));
+    assert_eq!(
+        (row2.status, row2.redeemed_unix_ts_ms, row2.platform_refund_expiry_unix_ts_ms),
+        (2, 1769904000000, 1770033252345)
+    );
     let u = user(&mut c, &m);
     assert_eq!((u.gen_index, u.expiry_unix_ts_ms), (1, 1772456352345));
     assert_eq!(sqlite::read(&mut c, |t| t.runtime()).unwrap().gen_index, 2);
@@ -179,7 +200,13 @@ fn scenario_a_purchase_redeem_renew_expire_refund() {
     assert_eq!(sqlite::read(&mut c, |t| ops::proof_entitlement(t, &m)).unwrap(), ProofEntitlement::Revoked);
 
     // A repeated refund is idempotent (upstream aborted on a UNIQUE violation).
-    assert!(w(&mut c, |tx| ops::revoke_subscription(tx, PaymentProvider::Google, "google-token-A", t_v + 5000, t_v + 5000)));
+    assert!(w(&mut c, |tx| ops::revoke_subscription(
+        tx,
+        PaymentProvider::Google,
+        "google-token-A",
+        t_v + 5000,
+        t_v + 5000
+    )));
     assert_eq!(sqlite::read(&mut c, |t| t.runtime()).unwrap().revocation_ticket, 1);
     assert_eq!(sqlite::read(&mut c, |t| t.revocations()).unwrap(), revs);
 
@@ -363,7 +390,13 @@ fn scenario_c_dev_payment_is_fabricated_and_claimed() {
     );
     let row = payment(&mut c, &tx);
     assert_eq!(
-        (row.unredeemed_unix_ts_ms, row.redeemed_unix_ts_ms, row.expiry_unix_ts_ms, row.grace_period_duration_ms, row.auto_renewing),
+        (
+            row.unredeemed_unix_ts_ms,
+            row.redeemed_unix_ts_ms,
+            row.expiry_unix_ts_ms,
+            row.grace_period_duration_ms,
+            row.auto_renewing
+        ),
         (NOW, NOW, 1767269112345, 60_000, true)
     );
     // Repeating with other dev options changes nothing and answers "already redeemed".

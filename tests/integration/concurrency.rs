@@ -1,0 +1,77 @@
+//! Concurrent claims: one payment is claimed once; many payments get distinct generations.
+
+use std::collections::HashSet;
+
+use futures_util::future::join_all;
+use pro_engine::db_writer::AddUnredeemedPayment;
+use pro_engine::domain::types::{PaymentTx, ProPlan};
+use pro_engine::store::rows::NewPayment;
+
+use crate::client::{self, Key};
+use crate::harness::{Opts, TestServer};
+
+const NOW: i64 = 1767268812345;
+
+fn apple(id: &str) -> NewPayment {
+    NewPayment {
+        tx: PaymentTx::apple(id, id, id),
+        plan: ProPlan::OneMonth,
+        expiry_unix_ts_ms: NOW + 30 * 86_400_000,
+        unredeemed_unix_ts_ms: NOW,
+        platform_refund_expiry_unix_ts_ms: 0,
+        google_obfuscated_account_id: None,
+        apple_app_account_token: String::new(),
+    }
+}
+
+#[actix_web::test]
+async fn racing_claims_of_one_payment_have_one_winner() {
+    let s = TestServer::start(Opts::prod(NOW)).await;
+    for round in 0..10 {
+        let id = format!("race-{round}");
+        s.write(AddUnredeemedPayment(apple(&id))).await.unwrap();
+        let (a, b) = (Key::random(), Key::random());
+        let reqs = [
+            client::add_pro_payment(&a, &Key::random(), &PaymentTx::apple_tx(&id)),
+            client::add_pro_payment(&b, &Key::random(), &PaymentTx::apple_tx(&id)),
+        ];
+        let answers = join_all(reqs.iter().map(|r| s.call("/add_pro_payment", r))).await;
+        let mut statuses: Vec<i64> = answers.iter().map(|v| v["status"].as_i64().unwrap()).collect();
+        statuses.sort();
+        assert_eq!(statuses, [0, 101], "round {round}: {answers:?}");
+        // The same key racing itself: one success, one "already redeemed".
+        let id2 = format!("race-self-{round}");
+        s.write(AddUnredeemedPayment(apple(&id2))).await.unwrap();
+        let req = client::add_pro_payment(&a, &Key::random(), &PaymentTx::apple_tx(&id2));
+        let answers = join_all([&req, &req].map(|r| s.call("/add_pro_payment", r))).await;
+        let mut statuses: Vec<i64> = answers.iter().map(|v| v["status"].as_i64().unwrap()).collect();
+        statuses.sort();
+        assert_eq!(statuses, [0, 100], "round {round}: {answers:?}");
+    }
+    let owners: i64 =
+        s.sql().query_row("SELECT COUNT(*) FROM payments WHERE master_pkey IS NOT NULL", [], |r| r.get(0)).unwrap();
+    assert_eq!(owners, 20);
+    s.stop().await;
+}
+
+#[actix_web::test]
+async fn fifty_parallel_claims_get_distinct_generations() {
+    let s = TestServer::start(Opts::prod(NOW)).await;
+    let mut reqs = Vec::new();
+    for i in 0..50 {
+        let id = format!("parallel-{i}");
+        s.write(AddUnredeemedPayment(apple(&id))).await.unwrap();
+        reqs.push(client::add_pro_payment(&Key::random(), &Key::random(), &PaymentTx::apple_tx(&id)));
+    }
+    let answers = join_all(reqs.iter().map(|r| s.call("/add_pro_payment", r))).await;
+    let mut hashes = HashSet::new();
+    for a in &answers {
+        assert_eq!(a["status"], 0, "{a}");
+        assert!(client::verify_proof(&a["result"], &s.state.backend_pubkey));
+        hashes.insert(a["result"]["gen_index_hash"].as_str().unwrap().to_string());
+    }
+    assert_eq!(hashes.len(), 50);
+    let next: i64 = s.sql().query_row("SELECT gen_index FROM runtime", [], |r| r.get(0)).unwrap();
+    assert_eq!(next, 50);
+    s.stop().await;
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real app on 127.0.0.1:0 with a temporary database, driven over HTTP.
+
+mod api_examples;
+mod bad_input;
+mod client;
+mod concurrency;
+mod fixture_db;
+mod harness;
+mod http_rules;
+mod process;
+mod scenarios;
