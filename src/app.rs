@@ -130,6 +130,7 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
         dev: cfg.dev,
         unsafe_logging: cfg.unsafe_logging,
         backend_pubkey: engine.backend_pubkey,
+        onion_pubkey: engine.onion_pubkey,
         gen_index_salt: engine.gen_index_salt,
         max_body_bytes: cfg.max_request_body_bytes,
     });

@@ -50,6 +50,8 @@ pub struct Engine {
     pub pruner: Option<Addr<ExpiryPruner>>,
     pub registry: Arc<Registry>,
     pub backend_pubkey: [u8; 32],
+    /// The X25519 key clients address onion requests to.
+    pub onion_pubkey: [u8; 32],
     pub gen_index_salt: [u8; 16],
     pub bootstrap: BootstrapReport,
     pub counts: DbCounts,
@@ -143,7 +145,7 @@ pub fn start(cfg: EngineConfig) -> Result<Engine, String> {
         ReaderHandle::Pool(Handle::new(addr, health, cfg.limits))
     };
 
-    let (signer, backend_pubkey) = proof_signer::start(runtime.backend_key, cfg.signers, cfg.clock.clone(), cfg.limits);
+    let (signer, public) = proof_signer::start(runtime.backend_key, cfg.signers, cfg.clock.clone(), cfg.limits);
     registry.add_actor(signer.health().clone());
 
     let pruner = cfg.pruner.then(|| {
@@ -161,7 +163,8 @@ pub fn start(cfg: EngineConfig) -> Result<Engine, String> {
         signer,
         pruner,
         registry,
-        backend_pubkey,
+        backend_pubkey: public.ed25519,
+        onion_pubkey: public.x25519,
         gen_index_salt: runtime.gen_index_salt,
         bootstrap,
         counts,

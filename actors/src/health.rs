@@ -160,6 +160,9 @@ impl RouteStats {
 /// Name, type, help text and value of one per-actor metric family.
 type ActorFamily = (&'static str, &'static str, &'static str, fn(&ActorHealth) -> f64);
 
+/// Help text and the values by label set of one counter family.
+type CounterFamily = (&'static str, BTreeMap<String, u64>);
+
 type GaugeFn = Box<dyn Fn() -> Vec<(String, f64)> + Send + Sync>;
 
 /// Everything `/metrics` and `/health` show.
@@ -168,6 +171,8 @@ pub struct Registry {
     actors: RwLock<Vec<Arc<ActorHealth>>>,
     routes: RwLock<BTreeMap<String, Arc<RouteStats>>>,
     extra: RwLock<Vec<(String, String, GaugeFn)>>,
+    /// Labelled counters: name → (help, label set → count).
+    counters: Mutex<BTreeMap<&'static str, CounterFamily>>,
 }
 
 impl Registry {
@@ -203,6 +208,18 @@ impl Registry {
         if let Ok(mut e) = self.extra.write() {
             e.push((name.to_string(), help.to_string(), Box::new(f)));
         }
+    }
+
+    /// Adds one to the counter `name{labels}` (labels already formatted, e.g. `outcome="ok"`).
+    pub fn count(&self, name: &'static str, help: &'static str, labels: String) {
+        if let Ok(mut c) = self.counters.lock() {
+            *c.entry(name).or_insert((help, BTreeMap::new())).1.entry(labels).or_default() += 1;
+        }
+    }
+
+    /// The current value of a labelled counter (0 when never counted).
+    pub fn counter(&self, name: &str, labels: &str) -> u64 {
+        self.counters.lock().ok().and_then(|c| c.get(name).and_then(|(_, m)| m.get(labels).copied())).unwrap_or(0)
     }
 
     /// True when every actor is up.
@@ -274,6 +291,14 @@ impl Registry {
             let _ = writeln!(out, "pro_http_request_duration_seconds_count{{route=\"{route}\"}} {count}");
         }
 
+        if let Ok(counters) = self.counters.lock() {
+            for (name, (help, values)) in counters.iter() {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (labels, v) in values {
+                    let _ = writeln!(out, "{name}{{{labels}}} {v}");
+                }
+            }
+        }
         if let Ok(extra) = self.extra.read() {
             for (name, help, f) in extra.iter() {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");

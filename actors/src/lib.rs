@@ -12,6 +12,7 @@ pub mod engine;
 pub mod expiry_pruner;
 pub mod handle;
 pub mod health;
+pub mod onion;
 pub mod proof_signer;
 pub mod store;
 

@@ -7,6 +7,7 @@ pub mod generate_pro_proof;
 pub mod get_pro_details;
 pub mod get_pro_revocations;
 pub mod json;
+pub mod onion;
 pub mod ops;
 pub mod set_payment_refund_requested;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub dev: bool,
     pub unsafe_logging: bool,
     pub backend_pubkey: [u8; 32],
+    /// The X25519 key onion requests are addressed to (derived from the backend key).
+    pub onion_pubkey: [u8; 32],
     /// Immutable for the life of the database, so it is read once at start.
     pub gen_index_salt: [u8; 16],
     pub max_body_bytes: usize,
@@ -48,6 +51,7 @@ pub enum Route {
     GetProRevocations,
     GetProDetails,
     SetPaymentRefundRequested,
+    Onion,
     Metrics,
     Health,
 }
@@ -61,6 +65,7 @@ impl Route {
             "/get_pro_revocations" => Self::GetProRevocations,
             "/get_pro_details" => Self::GetProDetails,
             "/set_payment_refund_requested" => Self::SetPaymentRefundRequested,
+            "/oxen/v4/lsrpc" => Self::Onion,
             "/metrics" => Self::Metrics,
             "/health" => Self::Health,
             _ => return None,
@@ -74,6 +79,7 @@ impl Route {
             Self::GetProRevocations => "/get_pro_revocations",
             Self::GetProDetails => "/get_pro_details",
             Self::SetPaymentRefundRequested => "/set_payment_refund_requested",
+            Self::Onion => "/oxen/v4/lsrpc",
             Self::Metrics => "/metrics",
             Self::Health => "/health",
         }
@@ -118,6 +124,10 @@ impl Reply {
             body: Bytes::from_static(body.as_bytes()),
             outcome: format!("http_{}", code.as_u16()),
         }
+    }
+
+    pub fn bad_request() -> Self {
+        Self::html(StatusCode::BAD_REQUEST, BAD_REQUEST_PAGE, None)
     }
 
     pub fn not_found() -> Self {
@@ -176,6 +186,7 @@ pub async fn run(state: &AppState, route: Route, body: &[u8]) -> Reply {
         Route::GetProRevocations => get_pro_revocations::handle(state, body).await,
         Route::GetProDetails => get_pro_details::handle(state, body).await,
         Route::SetPaymentRefundRequested => set_payment_refund_requested::handle(state, body).await,
+        Route::Onion => return onion::handle(state, body, 0).await,
         Route::Metrics => return ops::metrics(state),
         Route::Health => return ops::health(state),
     };
@@ -186,6 +197,28 @@ pub async fn run(state: &AppState, route: Route, body: &[u8]) -> Reply {
 pub fn observe(state: &AppState, route: Option<Route>, reply: &Reply, started: Instant) {
     let name = route.map_or("other", Route::path);
     state.registry.route(name).record(&reply.outcome, started.elapsed());
+}
+
+/// Onion requests may be as large as libsession allows; JSON routes take the configured limit.
+pub fn body_limit(state: &AppState, route: Route) -> usize {
+    match route {
+        Route::Onion => pro_engine::onion::MAX_REQUEST_BYTES,
+        _ => state.max_body_bytes,
+    }
+}
+
+/// The answer to a body over its route's limit.
+pub fn too_large(state: &AppState, route: Route) -> Reply {
+    match route {
+        Route::Onion => onion::outer_rejected(state),
+        _ => Reply::envelope(Envelope::err1(
+            json::STATUS_PARSE_ERROR,
+            format!(
+                "JSON failed to be parsed: request body is larger than the limit of {} bytes",
+                state.max_body_bytes
+            ),
+        )),
+    }
 }
 
 enum BodyError {
@@ -217,15 +250,9 @@ pub async fn entry(req: HttpRequest, payload: web::Payload, state: web::Data<App
     let (route, target) = resolve(req.method(), req.path());
     let reply = match target {
         Target::Immediate(reply) => reply,
-        Target::Run(route) => match read_body(&req, payload, state.max_body_bytes).await {
+        Target::Run(route) => match read_body(&req, payload, body_limit(&state, route)).await {
             Ok(body) => run(&state, route, &body).await,
-            Err(BodyError::TooLarge) => Reply::envelope(Envelope::err1(
-                json::STATUS_PARSE_ERROR,
-                format!(
-                    "JSON failed to be parsed: request body is larger than the limit of {} bytes",
-                    state.max_body_bytes
-                ),
-            )),
+            Err(BodyError::TooLarge) => too_large(&state, route),
             Err(BodyError::Broken(e)) => Reply::envelope(Envelope::err1(
                 json::STATUS_PARSE_ERROR,
                 format!("JSON failed to be parsed: request body could not be read: {e}"),

@@ -7,5 +7,7 @@ mod concurrency;
 mod fixture_db;
 mod harness;
 mod http_rules;
+mod onion;
+mod onion_client;
 mod process;
 mod scenarios;

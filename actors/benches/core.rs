@@ -1,0 +1,119 @@
+//! Micro-benchmarks of the CPU work behind each request: the BLAKE2b request digests, the
+//! generation hash, issuing a proof (digest + Ed25519 sign), strict signature verification and
+//! the entitlement lookup. Run with `cargo bench -p pro-engine --bench core`.
+//!
+//! Sample sizes and measurement times are kept small so the whole run takes well under a
+//! minute; the figures are for orientation, not for detecting small regressions.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use ed25519_dalek::{Signer, SigningKey};
+use pro_engine::domain::hashes::{
+    add_pro_payment_hash, gen_index_hash, generate_pro_proof_hash, get_pro_details_hash, proof_hash,
+};
+use pro_engine::domain::keys::verify_signature;
+use pro_engine::domain::lookup::{LookupRow, compute_entitlement};
+use pro_engine::domain::types::{PaymentStatus, PaymentTx};
+
+const TS: u64 = 1_762_407_212_143;
+
+fn keys() -> (SigningKey, SigningKey, SigningKey) {
+    (SigningKey::from_bytes(&[0x01; 32]), SigningKey::from_bytes(&[0x02; 32]), SigningKey::from_bytes(&[0xCD; 32]))
+}
+
+fn digests(c: &mut Criterion) {
+    let (master, rotating, _) = keys();
+    let m = master.verifying_key().to_bytes();
+    let r = rotating.verifying_key().to_bytes();
+    let apple = PaymentTx::apple_tx("DEV.00112233445566778899aabbccddeeff");
+    let google = PaymentTx::google("token-abc", "GPA.1234-5678-9012-34567");
+
+    let mut g = c.benchmark_group("digest");
+    g.bench_function("add_pro_payment/apple", |b| {
+        b.iter(|| add_pro_payment_hash(0, black_box(&m), black_box(&r), black_box(&apple)))
+    });
+    g.bench_function("add_pro_payment/google", |b| {
+        b.iter(|| add_pro_payment_hash(0, black_box(&m), black_box(&r), black_box(&google)))
+    });
+    g.bench_function("generate_pro_proof", |b| {
+        b.iter(|| generate_pro_proof_hash(0, black_box(&m), black_box(&r), black_box(TS)))
+    });
+    g.bench_function("get_pro_details", |b| b.iter(|| get_pro_details_hash(0, black_box(&m), black_box(TS), 10)));
+    g.bench_function("gen_index_hash", |b| b.iter(|| gen_index_hash(black_box(12_345), black_box(&[0x11; 16]))));
+    g.finish();
+}
+
+fn signatures(c: &mut Criterion) {
+    let (master, rotating, backend) = keys();
+    let m = master.verifying_key().to_bytes();
+    let r = rotating.verifying_key().to_bytes();
+    let request = generate_pro_proof_hash(0, &m, &r, TS);
+    let master_sig = master.sign(&request).to_bytes();
+    let rotating_sig = rotating.sign(&request).to_bytes();
+    let gih = gen_index_hash(7, &[0x11; 16]);
+
+    let mut g = c.benchmark_group("ed25519");
+    // What the server does per proof: digest, then sign with the backend key.
+    g.bench_function("proof_digest_and_sign", |b| {
+        b.iter(|| backend.sign(&proof_hash(0, black_box(&gih), black_box(&r), black_box(TS))))
+    });
+    // Key decompression plus `verify_strict`, as every authenticated route does per signature.
+    g.bench_function("verify_strict", |b| b.iter(|| verify_signature(black_box(&m), black_box(&request), &master_sig)));
+    // The whole cryptographic part of one generate_pro_proof: request digest, two strict
+    // verifications, proof digest and one signature.
+    g.bench_function("generate_pro_proof_crypto_path", |b| {
+        b.iter(|| {
+            let d = generate_pro_proof_hash(0, black_box(&m), black_box(&r), black_box(TS));
+            assert!(verify_signature(&m, &d, &master_sig) && verify_signature(&r, &d, &rotating_sig));
+            backend.sign(&proof_hash(0, &gih, &r, TS))
+        })
+    });
+    g.finish();
+}
+
+fn lookup(c: &mut Criterion) {
+    // Twenty payments of distinct lineages (so none is skipped as an older cycle), mixing
+    // providers, statuses and renewal flags: the lookup's worst case.
+    let rows: Vec<LookupRow> = (0..20i64)
+        .map(|i| {
+            let status = match i % 5 {
+                0 => PaymentStatus::Revoked,
+                1 => PaymentStatus::Expired,
+                _ => PaymentStatus::Redeemed,
+            };
+            let mut row = LookupRow {
+                status: status.as_i64(),
+                expiry_unix_ts_ms: TS as i64 + i * 86_400_000,
+                grace_period_duration_ms: 3_600_000,
+                auto_renewing: i % 2 == 0,
+                revoked_unix_ts_ms: if status == PaymentStatus::Revoked { TS as i64 + i } else { 0 },
+                ..Default::default()
+            };
+            if i % 2 == 0 {
+                row.provider = 1;
+                row.google_order_id = format!("GPA.3300-0000-0000-{i:05}");
+            } else {
+                row.provider = 2;
+                row.apple_original_tx_id = format!("20000001{i:08}");
+            }
+            row
+        })
+        .collect();
+    c.bench_function("compute_entitlement/20_rows", |b| b.iter(|| compute_entitlement(black_box(&rows))));
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+}
+
+criterion_group! {
+    name = core;
+    config = config();
+    targets = digests, signatures, lookup
+}
+criterion_main!(core);
