@@ -1,19 +1,23 @@
-//! DbWriter: owns the only read-write database connection. Every write is one typed command,
-//! run in its own transaction on the writer's thread.
+//! DbWriter: owns the only read-write database connection. Every write is one typed command
+//! that runs atomically in its own savepoint; commands that arrive while others are queued
+//! share one transaction (group commit), so one disk sync covers several of them. A command
+//! is answered only after the transaction holding it is committed.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use actix::{Actor, Handler, Message, SyncContext};
+use tokio::sync::oneshot;
 
 use crate::clock::SharedClock;
 use crate::db_reader::{Read, ReadCommand};
 use crate::domain::types::{PaymentProvider, PaymentTx, PubKeyBytes, RedeemOutcome};
-use crate::handle::Handle;
+use crate::handle::{ActorError, Handle};
 use crate::health::ActorHealth;
 use crate::store::ops::{self, AddPaymentOutcome, DevPayment, ExpireReport, OpCtx, OpError};
 use crate::store::rows::NewPayment;
-use crate::store::{Database, StoreError, StoreTx, read_db, write_db};
+use crate::store::{Database, StoreError, StoreTx, read_db};
 
 /// A write the DbWriter can run.
 pub trait WriteCommand: Send + 'static {
@@ -21,30 +25,94 @@ pub trait WriteCommand: Send + 'static {
     fn apply(self, tx: &mut dyn StoreTx, ctx: OpCtx) -> Result<Self::Output, OpError>;
 }
 
-/// Envelope of a write command.
+/// A write command as callers name it: `writer.send(Write(cmd))`.
 pub struct Write<C>(pub C);
 
-impl<C: WriteCommand> Message for Write<C> {
-    type Result = Result<C::Output, OpError>;
+/// Counts commands sent but not yet picked up, so the writer knows whether to wait for more
+/// before committing. Dropped (and so counted down) when the writer takes the command, or when
+/// the mailbox discards it.
+struct QueueToken(Arc<AtomicI64>);
+
+impl QueueToken {
+    fn new(queued: &Arc<AtomicI64>) -> Self {
+        queued.fetch_add(1, Ordering::SeqCst);
+        Self(queued.clone())
+    }
 }
 
+impl Drop for QueueToken {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What travels to the actor: the command, where its answer goes, and its queue token.
+struct Job<C: WriteCommand> {
+    cmd: C,
+    reply: oneshot::Sender<Result<C::Output, OpError>>,
+    token: QueueToken,
+}
+
+impl<C: WriteCommand> Message for Job<C> {
+    type Result = ();
+}
+
+/// Most commands sharing one transaction.
+const MAX_BATCH: usize = 32;
+
+type Completion = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
+
 pub struct DbWriter {
-    db: Box<dyn Database>,
+    /// None when the connection could not be (re)opened: every command then fails cleanly.
+    db: Option<Box<dyn Database>>,
     health: Arc<ActorHealth>,
     clock: SharedClock,
     dev: bool,
+    queued: Arc<AtomicI64>,
+    /// Answers waiting for the open transaction to commit.
+    pending: Vec<Completion>,
+    in_tx: bool,
 }
 
 impl DbWriter {
-    pub fn new(db: Box<dyn Database>, health: Arc<ActorHealth>, clock: SharedClock, dev: bool) -> Self {
-        Self { db, health, clock, dev }
+    pub fn new(
+        db: Option<Box<dyn Database>>,
+        health: Arc<ActorHealth>,
+        clock: SharedClock,
+        dev: bool,
+        queued: Arc<AtomicI64>,
+    ) -> Self {
+        Self { db, health, clock, dev, queued, pending: Vec::new(), in_tx: false }
     }
 
-    fn record<T>(&self, r: &Result<T, OpError>) {
-        let now = self.clock.now_ms();
-        match r {
-            Err(OpError::Store(e)) => self.health.record_failure(now, &e.to_string()),
-            _ => self.health.record_success(now),
+    /// Commits the open transaction and answers everyone waiting on it.
+    fn flush(&mut self) {
+        if !self.in_tx {
+            return;
+        }
+        self.in_tx = false;
+        let Some(db) = self.db.as_deref_mut() else { return };
+        let committed = db.commit();
+        if let Err(e) = &committed {
+            let _ = db.rollback();
+            self.health.record_failure(self.clock.now_ms(), &format!("commit failed: {e}"));
+        }
+        for done in self.pending.drain(..) {
+            done(&committed);
+        }
+    }
+
+    /// Rolls back the open transaction: every command in it fails.
+    fn abort(&mut self, why: &str) {
+        if self.in_tx {
+            self.in_tx = false;
+            if let Some(db) = self.db.as_deref_mut() {
+                let _ = db.rollback();
+            }
+        }
+        let err = Err(StoreError::Db(why.to_string()));
+        for done in self.pending.drain(..) {
+            done(&err);
         }
     }
 }
@@ -53,39 +121,127 @@ impl Actor for DbWriter {
     type Context = SyncContext<Self>;
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.flush();
         self.health.mark_stopped();
     }
 }
 
-impl<C: WriteCommand> Handler<Write<C>> for DbWriter {
-    type Result = Result<C::Output, OpError>;
-
-    fn handle(&mut self, msg: Write<C>, _: &mut Self::Context) -> Self::Result {
-        let ctx = OpCtx { now: self.clock.now_ms(), dev: self.dev };
-        let db = &mut *self.db;
-        // A bug must not take the only writer down: the transaction is rolled back on unwind.
-        let r = catch_unwind(AssertUnwindSafe(|| write_db(db, |tx| msg.0.apply(tx, ctx)))).unwrap_or_else(|_| {
-            Err(StoreError::Integrity("internal error while writing; nothing was changed".into()).into())
-        });
-        self.record(&r);
-        r
+/// Runs `f` inside a savepoint of the open transaction, undoing only its own changes on error.
+fn in_savepoint<T>(tx: &mut dyn StoreTx, f: impl FnOnce(&mut dyn StoreTx) -> Result<T, OpError>) -> Result<T, OpError> {
+    tx.savepoint("command")?;
+    match f(tx) {
+        Ok(v) => {
+            tx.release("command")?;
+            Ok(v)
+        }
+        Err(e) => {
+            tx.rollback_to("command")?;
+            Err(e)
+        }
     }
 }
 
-/// In-memory databases have no separate readers; their reads run here.
+impl<C: WriteCommand> Handler<Job<C>> for DbWriter {
+    type Result = ();
+
+    fn handle(&mut self, job: Job<C>, _: &mut Self::Context) {
+        let Job { cmd, reply, token } = job;
+        drop(token);
+        let now = self.clock.now_ms();
+        let Some(db) = self.db.as_deref_mut() else {
+            let _ = reply.send(Err(StoreError::Db("no database connection".into()).into()));
+            return;
+        };
+        if !self.in_tx {
+            if let Err(e) = db.begin() {
+                self.health.record_failure(now, &e.to_string());
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+            self.in_tx = true;
+        }
+        let ctx = OpCtx { now, dev: self.dev };
+        // A bug must not take the only writer down.
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let mut tx = db.tx();
+            in_savepoint(&mut *tx, |tx| cmd.apply(tx, ctx))
+        }));
+        match outcome {
+            Ok(result) => {
+                match &result {
+                    Err(OpError::Store(e)) => self.health.record_failure(now, &e.to_string()),
+                    _ => self.health.record_success(now),
+                }
+                self.pending.push(Box::new(move |committed: &Result<(), StoreError>| {
+                    let answer = match (result, committed) {
+                        (Ok(_), Err(e)) => Err(OpError::Store(e.clone())),
+                        (r, _) => r,
+                    };
+                    let _ = reply.send(answer);
+                }));
+            }
+            Err(_) => {
+                // The savepoint's state is unknown after a panic: give up the whole batch.
+                self.health.record_failure(now, "internal error while writing");
+                self.abort("internal error while writing; nothing was changed");
+                let _ = reply
+                    .send(
+                        Err(StoreError::Integrity("internal error while writing; nothing was changed".into()).into()),
+                    );
+                return;
+            }
+        }
+        if self.queued.load(Ordering::SeqCst) <= 0 || self.pending.len() >= MAX_BATCH {
+            self.flush();
+        }
+    }
+}
+
+/// In-memory databases have no separate readers; their reads run here, after any open
+/// transaction is committed.
 impl<C: ReadCommand> Handler<Read<C>> for DbWriter {
     type Result = Result<C::Output, StoreError>;
 
     fn handle(&mut self, msg: Read<C>, _: &mut Self::Context) -> Self::Result {
-        let db = &mut *self.db;
+        self.flush();
+        let Some(db) = self.db.as_deref_mut() else { return Err(StoreError::Db("no database connection".into())) };
         let r = catch_unwind(AssertUnwindSafe(|| read_db(db, |tx| msg.0.run(tx))))
             .unwrap_or_else(|_| Err(StoreError::Integrity("internal error while reading".into())));
-        self.record(&r.as_ref().map(|_| ()).map_err(|e| OpError::Store(e.clone())));
+        match &r {
+            Ok(_) => self.health.record_success(self.clock.now_ms()),
+            Err(e) => self.health.record_failure(self.clock.now_ms(), &e.to_string()),
+        }
         r
     }
 }
 
-pub type WriterHandle = Handle<DbWriter>;
+/// The typed front door of the writer.
+#[derive(Clone)]
+pub struct WriterHandle {
+    handle: Handle<DbWriter>,
+    queued: Arc<AtomicI64>,
+}
+
+impl WriterHandle {
+    pub fn new(handle: Handle<DbWriter>, queued: Arc<AtomicI64>) -> Self {
+        Self { handle, queued }
+    }
+
+    /// Runs a command; answers once it is committed (or failed).
+    pub async fn send<C: WriteCommand>(&self, msg: Write<C>) -> Result<Result<C::Output, OpError>, ActorError> {
+        let token = QueueToken::new(&self.queued);
+        self.handle.deliver(move |reply| Job { cmd: msg.0, reply, token }).await
+    }
+
+    pub fn health(&self) -> &Arc<ActorHealth> {
+        self.handle.health()
+    }
+
+    /// The plain handle, for reads of in-memory databases.
+    pub fn handle(&self) -> &Handle<DbWriter> {
+        &self.handle
+    }
+}
 
 // ---- commands
 

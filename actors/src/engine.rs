@@ -106,26 +106,25 @@ pub fn start(cfg: EngineConfig) -> Result<Engine, String> {
     let counts = counts(&mut writer_db, runtime.gen_index);
 
     let writer_health = ActorHealth::new("db_writer");
+    let queued = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let queued_in = queued.clone();
     let (wh, clock, dev) = (writer_health.clone(), cfg.clock.clone(), cfg.dev);
     // The writer's connection is moved into its single thread; the factory cannot run twice.
     let slot = Mutex::new(Some(Box::new(writer_db) as Box<dyn Database>));
     let target = cfg.db.clone();
     let writer_addr = SyncArbiter::start(1, move || {
-        let db = slot.lock().ok().and_then(|mut s| s.take()).unwrap_or_else(|| {
-            // Restarted after a crash of its thread: reopen.
+        let db = slot.lock().ok().and_then(|mut s| s.take()).or_else(|| {
+            // Restarted after its thread died: reopen (None makes every write fail cleanly).
             wh.record_restart();
-            match sqlite::open_writer(&target) {
-                Ok(conn) => Box::new(SqliteDatabase { conn }) as Box<dyn Database>,
-                Err(e) => Box::new(BrokenDatabase(e.to_string())),
-            }
+            sqlite::open_writer(&target).ok().map(|conn| Box::new(SqliteDatabase { conn }) as Box<dyn Database>)
         });
-        DbWriter::new(db, wh.clone(), clock.clone(), dev)
+        DbWriter::new(db, wh.clone(), clock.clone(), dev, queued_in.clone())
     });
-    let writer = Handle::new(writer_addr, writer_health.clone(), cfg.limits);
+    let writer = WriterHandle::new(Handle::new(writer_addr, writer_health.clone(), cfg.limits), queued);
     registry.add_actor(writer_health);
 
     let reader = if cfg.db.is_memory() {
-        ReaderHandle::Writer(writer.clone())
+        ReaderHandle::Writer(writer.handle().clone())
     } else {
         let health = ActorHealth::new("db_reader");
         let n = cfg.readers.max(1);
@@ -169,22 +168,4 @@ pub fn start(cfg: EngineConfig) -> Result<Engine, String> {
         bootstrap,
         counts,
     })
-}
-
-/// Stands in for a connection that could not be reopened: every call fails cleanly.
-struct BrokenDatabase(String);
-
-impl Database for BrokenDatabase {
-    fn read_with(
-        &mut self,
-        _: &mut dyn FnMut(&mut dyn StoreTx) -> crate::store::StoreResult<()>,
-    ) -> crate::store::StoreResult<()> {
-        Err(crate::store::StoreError::Db(self.0.clone()))
-    }
-    fn write_with(
-        &mut self,
-        _: &mut dyn FnMut(&mut dyn StoreTx) -> Result<(), crate::store::ops::OpError>,
-    ) -> Result<(), crate::store::ops::OpError> {
-        Err(crate::store::StoreError::Db(self.0.clone()).into())
-    }
 }

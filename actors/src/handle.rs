@@ -68,6 +68,31 @@ impl<A: Actor> Handle<A> {
         &self.addr
     }
 
+    /// Fire-and-forget delivery whose answer comes back through a oneshot channel the
+    /// message carries (the actor may answer later than it handles the message). Unlike
+    /// `send`, the mailbox never drops such a message if the caller goes away.
+    pub async fn deliver<M, R>(&self, make: impl FnOnce(tokio::sync::oneshot::Sender<R>) -> M) -> Result<R, ActorError>
+    where
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message<Result = ()> + Send + 'static,
+    {
+        let name = self.health.name;
+        let depth = self.health.enter();
+        let _guard = DepthGuard(&self.health);
+        if depth > self.limits.max_depth {
+            self.health.record_refused();
+            return Err(ActorError::Overloaded(name));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.addr.do_send(make(tx));
+        match tokio::time::timeout(self.limits.timeout, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(ActorError::Unavailable(name)),
+            Err(_) => Err(ActorError::Timeout(name)),
+        }
+    }
+
     pub async fn send<M>(&self, msg: M) -> Result<M::Result, ActorError>
     where
         A: Handler<M>,

@@ -13,6 +13,7 @@ pub mod expiry_pruner;
 pub mod handle;
 pub mod health;
 pub mod onion;
+pub mod outbound;
 pub mod proof_signer;
 pub mod store;
 

@@ -106,6 +106,30 @@ pub trait StoreTx {
     fn delete_user_error(&mut self, provider: PaymentProvider, payment_id: &str) -> StoreResult<bool>;
     fn has_user_error_for(&mut self, master: &PubKeyBytes) -> StoreResult<bool>;
 
+    fn has_user_error(&mut self, provider: PaymentProvider, payment_id: &str) -> StoreResult<bool>;
+
+    // -- Apple notification history
+    fn apple_uuid_seen(&mut self, uuid: &str) -> StoreResult<bool>;
+    fn add_apple_uuid(&mut self, uuid: &str, expiry_unix_ts_ms: i64) -> StoreResult<()>;
+    fn set_apple_checkpoint(&mut self, ts: i64) -> StoreResult<()>;
+
+    // -- Google notification history
+    /// `Some(handled)` when the message is recorded.
+    fn google_notification_handled(&mut self, message_id: i64) -> StoreResult<Option<bool>>;
+    /// Records a received message (unhandled) unless it is already recorded; returns whether
+    /// it was inserted.
+    fn add_google_notification(
+        &mut self,
+        message_id: i64,
+        payload: Option<&str>,
+        expiry_unix_ts_ms: i64,
+    ) -> StoreResult<bool>;
+    /// Marks a message handled and drops its payload; returns whether a row matched.
+    fn mark_google_notification_handled(&mut self, message_id: i64) -> StoreResult<bool>;
+    fn delete_google_notification(&mut self, message_id: i64) -> StoreResult<bool>;
+    /// Unhandled messages: (message_id, payload, expiry), oldest first.
+    fn unhandled_google_notifications(&mut self) -> StoreResult<Vec<(i64, Option<String>, i64)>>;
+
     // -- notification histories (pruned by the daily job)
     fn delete_expired_apple_uuids(&mut self, ts: i64) -> StoreResult<i64>;
     fn delete_expired_handled_google_notifications(&mut self, ts: i64) -> StoreResult<i64>;
@@ -124,6 +148,12 @@ pub trait StoreTx {
 /// A connection to one backend, able to run a function in a read or a write transaction.
 /// Object-safe so the actors can hold any backend.
 pub trait Database: Send {
+    /// Opens a write transaction that stays open across calls (the writer's batches).
+    fn begin(&mut self) -> StoreResult<()>;
+    fn commit(&mut self) -> StoreResult<()>;
+    fn rollback(&mut self) -> StoreResult<()>;
+    /// A view of the transaction opened by `begin`.
+    fn tx(&mut self) -> Box<dyn StoreTx + '_>;
     fn read_with(&mut self, f: &mut dyn FnMut(&mut dyn StoreTx) -> StoreResult<()>) -> StoreResult<()>;
     fn write_with(
         &mut self,

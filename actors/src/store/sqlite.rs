@@ -64,7 +64,7 @@ pub fn open_writer(target: &SqliteTarget) -> StoreResult<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(db_err)?;
-    conn.set_prepared_statement_cache_capacity(64);
+    tune(&conn)?;
     Ok(conn)
 }
 
@@ -76,8 +76,16 @@ pub fn open_reader(target: &SqliteTarget) -> StoreResult<Connection> {
     }
     let conn = Connection::open_with_flags(&target.path, flags).map_err(db_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
-    conn.set_prepared_statement_cache_capacity(64);
+    tune(&conn)?;
     Ok(conn)
+}
+
+/// Statement caching that actually reuses plans: with the query-planner stability guarantee a
+/// cached statement is not recompiled each time new values are bound to it.
+fn tune(conn: &Connection) -> StoreResult<()> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(db_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
 }
 
 /// What bootstrap found and did.
@@ -728,6 +736,77 @@ impl StoreTx for SqliteTx<'_> {
         )? != 0)
     }
 
+    fn has_user_error(&mut self, provider: PaymentProvider, payment_id: &str) -> StoreResult<bool> {
+        Ok(self.count(
+            "SELECT EXISTS(SELECT 1 FROM user_errors WHERE payment_provider = ? AND payment_id = ?)",
+            &[&provider.as_i64(), &payment_id],
+        )? != 0)
+    }
+
+    fn apple_uuid_seen(&mut self, uuid: &str) -> StoreResult<bool> {
+        Ok(self.count("SELECT EXISTS(SELECT 1 FROM apple_notification_uuid_history WHERE uuid = ?)", &[&uuid])? != 0)
+    }
+
+    fn add_apple_uuid(&mut self, uuid: &str, expiry_unix_ts_ms: i64) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO apple_notification_uuid_history (uuid, expiry_unix_ts_ms) VALUES (?, ?)",
+            &[&uuid, &expiry_unix_ts_ms],
+        )
+        .map(drop)
+    }
+
+    fn set_apple_checkpoint(&mut self, ts: i64) -> StoreResult<()> {
+        self.exec("UPDATE runtime SET apple_notification_checkpoint_unix_ts_ms = ?", &[&ts]).map(drop)
+    }
+
+    fn google_notification_handled(&mut self, message_id: i64) -> StoreResult<Option<bool>> {
+        self.conn
+            .prepare_cached("SELECT handled FROM google_notification_history WHERE message_id = ? LIMIT 1")
+            .map_err(db_err)?
+            .query_row([message_id], |r| Ok(int0(r, 0)? != 0))
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn add_google_notification(
+        &mut self,
+        message_id: i64,
+        payload: Option<&str>,
+        expiry_unix_ts_ms: i64,
+    ) -> StoreResult<bool> {
+        if self.google_notification_handled(message_id)?.is_some() {
+            return Ok(false);
+        }
+        self.exec(
+            "INSERT INTO google_notification_history (message_id, handled, payload, expiry_unix_ts_ms) VALUES (?, 0, ?, ?)",
+            &[&message_id, &payload, &expiry_unix_ts_ms],
+        )?;
+        Ok(true)
+    }
+
+    fn mark_google_notification_handled(&mut self, message_id: i64) -> StoreResult<bool> {
+        Ok(self.exec(
+            "UPDATE google_notification_history SET handled = 1, payload = NULL WHERE message_id = ?",
+            &[&message_id],
+        )? > 0)
+    }
+
+    fn delete_google_notification(&mut self, message_id: i64) -> StoreResult<bool> {
+        Ok(self.exec("DELETE FROM google_notification_history WHERE message_id = ?", &[&message_id])? > 0)
+    }
+
+    fn unhandled_google_notifications(&mut self) -> StoreResult<Vec<(i64, Option<String>, i64)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT message_id, payload, expiry_unix_ts_ms FROM google_notification_history WHERE NOT handled ORDER BY rowid",
+            )
+            .map_err(db_err)?;
+        let rows =
+            st.query_map([], |r| Ok((r.get(0)?, r.get::<_, Option<String>>(1)?, int0(r, 2)?))).map_err(db_err)?;
+        rows.collect::<Result<_, _>>().map_err(db_err)
+    }
+
     fn delete_expired_apple_uuids(&mut self, ts: i64) -> StoreResult<i64> {
         Ok(self.exec("DELETE FROM apple_notification_uuid_history WHERE expiry_unix_ts_ms <= ?", &[&ts])? as i64)
     }
@@ -748,16 +827,18 @@ impl StoreTx for SqliteTx<'_> {
         self.count("SELECT COUNT(*) FROM payments WHERE status = 1", &[])
     }
 
+    // Savepoint names are fixed identifiers chosen by the code, never user input.
     fn savepoint(&mut self, name: &str) -> StoreResult<()> {
-        self.conn.execute_batch(&format!("SAVEPOINT {name}")).map_err(db_err)
+        self.exec(&format!("SAVEPOINT {name}"), &[]).map(drop)
     }
 
     fn release(&mut self, name: &str) -> StoreResult<()> {
-        self.conn.execute_batch(&format!("RELEASE {name}")).map_err(db_err)
+        self.exec(&format!("RELEASE {name}"), &[]).map(drop)
     }
 
     fn rollback_to(&mut self, name: &str) -> StoreResult<()> {
-        self.conn.execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}")).map_err(db_err)
+        self.exec(&format!("ROLLBACK TO {name}"), &[])?;
+        self.exec(&format!("RELEASE {name}"), &[]).map(drop)
     }
 }
 
@@ -775,6 +856,18 @@ pub struct SqliteDatabase {
 }
 
 impl super::Database for SqliteDatabase {
+    fn begin(&mut self) -> StoreResult<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)
+    }
+    fn commit(&mut self) -> StoreResult<()> {
+        self.conn.execute_batch("COMMIT").map_err(db_err)
+    }
+    fn rollback(&mut self) -> StoreResult<()> {
+        self.conn.execute_batch("ROLLBACK").map_err(db_err)
+    }
+    fn tx(&mut self) -> Box<dyn StoreTx + '_> {
+        Box::new(SqliteTx { conn: &self.conn })
+    }
     fn read_with(&mut self, f: &mut dyn FnMut(&mut dyn StoreTx) -> StoreResult<()>) -> StoreResult<()> {
         read(&mut self.conn, f)
     }

@@ -468,3 +468,32 @@ fn refuses_unknown_schema_versions() {
     let n: i64 = c.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'runtime'", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 0, "a failed bootstrap leaves nothing behind");
 }
+
+#[test]
+fn notification_histories() {
+    let mut c = db();
+    assert!(!sqlite::read(&mut c, |t| t.apple_uuid_seen("u-1")).unwrap());
+    w(&mut c, |t| Ok(t.add_apple_uuid("u-1", 100)?));
+    assert!(sqlite::read(&mut c, |t| t.apple_uuid_seen("u-1")).unwrap());
+    w(&mut c, |t| Ok(t.set_apple_checkpoint(55)?));
+    assert_eq!(sqlite::read(&mut c, |t| t.runtime()).unwrap().apple_notification_checkpoint_unix_ts_ms, 55);
+
+    assert!(w(&mut c, |t| Ok(t.add_google_notification(7, Some("{}"), 200)?)));
+    assert!(!w(&mut c, |t| Ok(t.add_google_notification(7, Some("{}"), 200)?)), "recorded once");
+    w(&mut c, |t| Ok(t.add_google_notification(8, None, 300)?));
+    assert_eq!(
+        sqlite::read(&mut c, |t| t.unhandled_google_notifications()).unwrap(),
+        [(7, Some("{}".to_string()), 200), (8, None, 300)]
+    );
+    assert!(w(&mut c, |t| Ok(t.mark_google_notification_handled(7)?)));
+    assert_eq!(sqlite::read(&mut c, |t| t.google_notification_handled(7)).unwrap(), Some(true));
+    assert_eq!(sqlite::read(&mut c, |t| t.google_notification_handled(9)).unwrap(), None);
+    // The daily job prunes handled Google rows and expired Apple UUIDs only.
+    let rep = w(&mut c, |t| Ok(ops::expire(t, 1000)?));
+    assert_eq!((rep.apple_notifications, rep.google_notifications), (1, 1));
+    assert_eq!(sqlite::read(&mut c, |t| t.unhandled_google_notifications()).unwrap().len(), 1);
+    assert!(w(&mut c, |t| Ok(t.delete_google_notification(8)?)));
+    assert!(w(&mut c, |t| Ok(t.add_user_error(PaymentProvider::Apple, "orig", 1)?)));
+    assert!(sqlite::read(&mut c, |t| t.has_user_error(PaymentProvider::Apple, "orig")).unwrap());
+    assert!(!sqlite::read(&mut c, |t| t.has_user_error(PaymentProvider::Google, "orig")).unwrap());
+}
