@@ -10,12 +10,16 @@ use pro_engine::clock::SharedClock;
 use pro_engine::db_writer::{DeleteUserError, Write};
 use pro_engine::domain::types::PaymentProvider;
 use pro_engine::engine::{self, Engine, EngineConfig};
+use pro_engine::expiry_pruner::Maintenance;
 use pro_engine::handle::HandleLimits;
+use pro_engine::health::Registry;
 use pro_engine::store::sqlite::{self, SqliteTarget};
+use pro_engine::webhook_logger;
 use tracing::{info, warn};
 
 use crate::config::{Config, DbLocation};
 use crate::http::{self, AppState};
+use crate::telemetry::{self, RotatingFile};
 
 /// Knobs the daemon sets from the machine and tests may override.
 #[derive(Debug, Clone)]
@@ -41,12 +45,6 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     if cfg.with_platform_google {
         out.push("with_platform_google: Google Play notifications are not supported by this build yet".into());
     }
-    if !cfg.webhooks.is_empty() {
-        out.push("session_webhook: webhook logging is not supported by this build yet".into());
-    }
-    if cfg.log_path.is_some() {
-        out.push("log_path: logging to files is not supported by this build yet (logs go to stderr)".into());
-    }
     if let DbLocation::Postgres { .. } = cfg.db {
         out.push("db_url: PostgreSQL databases are not supported by this build yet".into());
     }
@@ -69,9 +67,45 @@ pub async fn run(cfg: Config, clock: SharedClock) -> Result<(), String> {
         return print_tables(&cfg);
     }
     let server = start(&cfg, clock, StartOptions::default()).await?;
+    let handle = server.handle.clone();
+    actix_web::rt::spawn(async move {
+        let first = next_signal().await;
+        info!("{first} received: stopping (draining requests for at most {} s)", DRAIN_TIMEOUT_S);
+        actix_web::rt::spawn(async {
+            let second = next_signal().await;
+            eprintln!("{second} received again: exiting immediately");
+            std::process::exit(1);
+        });
+        handle.stop(true).await;
+    });
     server.server.await.map_err(|e| format!("HTTP server failed: {e}"))?;
+    // Requests are drained, so every write has been answered (and therefore committed).
+    if let Some(hub) = telemetry::sinks().and_then(|s| s.webhooks())
+        && !hub.flush(std::time::Duration::from_secs(2)).await
+    {
+        eprintln!("Some webhook messages could not be delivered before shutdown");
+    }
     info!("Session Pro Backend stopped");
     Ok(())
+}
+
+/// How long in-flight requests may take to finish after a stop signal.
+const DRAIN_TIMEOUT_S: u64 = 5;
+
+/// Waits for SIGINT, SIGTERM or SIGQUIT and names it.
+async fn next_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut quit)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::quit()))
+    else {
+        // Without signal handlers the server simply runs until killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+        _ = quit.recv() => "SIGQUIT",
+    }
 }
 
 /// Prints every table to stdout (the `print_tables` option) without starting anything.
@@ -102,11 +136,33 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
     if !problems.is_empty() {
         return Err(format!("Failed to startup, invalid configuration options:\n  {}", problems.join("\n  ")));
     }
+    let target = sqlite_target(cfg)?;
+    // Claim the address before anything starts, so a busy port fails cleanly and early.
+    let listener =
+        std::net::TcpListener::bind(&cfg.listen).map_err(|e| format!("Failed to listen on {}: {e}", cfg.listen))?;
+    let registry = Registry::new();
+    let sinks = telemetry::sinks();
+    if let (Some(path), Some(sinks)) = (&cfg.log_path, &sinks) {
+        let file = RotatingFile::open(path, telemetry::LOG_MAX_BYTES, telemetry::LOG_BACKUPS)
+            .map_err(|e| format!("Failed to open the log file {}: {e}", path.display()))?;
+        sinks.set_file(file);
+    }
+    let webhooks: Vec<(String, String)> = cfg.webhooks.iter().map(|w| (w.name.clone(), w.url.clone())).collect();
+    let hub = (!webhooks.is_empty()).then(|| webhook_logger::start(&webhooks, &registry));
+    if let (Some(hub), Some(sinks)) = (&hub, &sinks) {
+        sinks.set_webhooks(hub.clone());
+    }
+    // Logged once every sink is in place, so the webhooks hear about them too.
     for w in &cfg.warnings {
         warn!("{w}");
     }
-    let target = sqlite_target(cfg)?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let maintenance = Maintenance {
+        backup_db: (!target.is_memory() && !target.uri).then(|| target.clone()),
+        db_display: cfg.db_display.clone(),
+        notifier: hub.clone(),
+        reports: None,
+    };
     let engine = engine::start(EngineConfig {
         db: target.clone(),
         dev: cfg.dev,
@@ -115,6 +171,8 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
         limits: HandleLimits::default(),
         clock: clock.clone(),
         pruner: opts.pruner,
+        maintenance,
+        registry,
     })?;
     for m in &engine.bootstrap.migrations {
         info!("{m}");
@@ -138,12 +196,17 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
     let http_server =
         HttpServer::new(move || App::new().app_data(app_state.clone()).default_service(web::to(http::entry)))
             .workers(opts.http_workers.max(1))
-            .shutdown_timeout(5)
-            .bind(&cfg.listen)
+            .shutdown_timeout(DRAIN_TIMEOUT_S)
+            .disable_signals()
+            .listen(listener)
             .map_err(|e| format!("Failed to listen on {}: {e}", cfg.listen))?;
     let addr = http_server.addrs().first().copied().ok_or_else(|| format!("Failed to listen on {}", cfg.listen))?;
     let server = http_server.run();
-    info!("{}", banner(cfg, &engine, &target, addr));
+    let banner = banner(cfg, &engine, &target, addr);
+    info!("{banner}");
+    if let Some(hub) = &hub {
+        hub.text(pro_engine::Clock::now_ms(&pro_engine::SystemClock), &format!("Starting up instance: {banner}"));
+    }
     Ok(Server { addr, handle: server.handle(), state, server })
 }
 
@@ -212,12 +275,18 @@ fn banner(cfg: &Config, engine: &Engine, target: &SqliteTarget, addr: SocketAddr
         s.push_str(&format!("    Config .INI file loaded: {}\n", p.display()));
     }
     s.push_str(&format!("    DB loaded from: {}\n", cfg.db_display));
-    s.push_str("    Logging to disk disabled (no log_path specified in .INI file)\n");
+    match &cfg.log_path {
+        Some(p) => s.push_str(&format!("    Logging to: {}\n", p.display())),
+        None => s.push_str("    Logging to disk disabled (no log_path specified in .INI file)\n"),
+    }
     if cfg.unsafe_logging {
         s.push_str("    Unsafe logging enabled (this must NOT be used in production)\n");
     }
     if cfg.platform_testing_env {
         s.push_str("    Platform testing environment enabled (special behaviour for rounding timestamps to EOD)\n");
+    }
+    for w in &cfg.webhooks {
+        s.push_str(&format!("    Webhook Logger: Enabled (display name: {})\n", w.name));
     }
     s.push_str(&format!("    Listening on: http://{addr}\n"));
     if cfg.dev {

@@ -40,13 +40,16 @@ fn serve() -> ExitCode {
         }
     };
     let system = actix_web::rt::System::new();
-    system.block_on(async move {
+    let code = system.block_on(async move {
         match app::run(cfg, Arc::new(pro_engine::SystemClock)).await {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => 0,
             Err(e) => {
                 error!("{e}");
-                ExitCode::FAILURE
+                1
             }
         }
-    })
+    });
+    // Everything that matters is already committed and flushed; leave without tearing the
+    // actor system down outside its runtime.
+    std::process::exit(code)
 }

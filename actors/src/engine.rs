@@ -8,7 +8,7 @@ use actix::{Actor, Addr, SyncArbiter};
 use crate::clock::SharedClock;
 use crate::db_reader::{DbReader, ReaderHandle};
 use crate::db_writer::{DbWriter, WriterHandle};
-use crate::expiry_pruner::ExpiryPruner;
+use crate::expiry_pruner::{ExpiryPruner, Maintenance, MaintenanceStats};
 use crate::handle::{Handle, HandleLimits};
 use crate::health::{ActorHealth, Registry};
 use crate::proof_signer::{self, SignerHandle};
@@ -28,6 +28,10 @@ pub struct EngineConfig {
     pub clock: SharedClock,
     /// Start the daily pruner (tests may drive the job by hand instead).
     pub pruner: bool,
+    /// What the daily job does besides pruning.
+    pub maintenance: Maintenance,
+    /// Where every actor's health is registered.
+    pub registry: Arc<Registry>,
 }
 
 /// Counts shown in the startup banner.
@@ -101,7 +105,7 @@ fn counts(db: &mut dyn Database, gen_index: u64) -> DbCounts {
 
 pub fn start(cfg: EngineConfig) -> Result<Engine, String> {
     let (conn, bootstrap, runtime) = open_and_bootstrap(&cfg.db, cfg.dev)?;
-    let registry = Registry::new();
+    let registry = cfg.registry.clone();
     let mut writer_db = SqliteDatabase { conn };
     let counts = counts(&mut writer_db, runtime.gen_index);
 
@@ -150,7 +154,10 @@ pub fn start(cfg: EngineConfig) -> Result<Engine, String> {
     let pruner = cfg.pruner.then(|| {
         let health = ActorHealth::new("expiry_pruner");
         registry.add_actor(health.clone());
-        let addr = ExpiryPruner::new(writer.clone(), cfg.clock.clone(), health.clone()).start();
+        let stats = Arc::new(MaintenanceStats::default());
+        stats.register(&registry);
+        let addr = ExpiryPruner::new(writer.clone(), cfg.clock.clone(), health.clone(), cfg.maintenance.clone(), stats)
+            .start();
         let probe = addr.clone();
         health.set_liveness(move || probe.connected());
         addr

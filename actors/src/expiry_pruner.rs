@@ -1,28 +1,88 @@
-//! ExpiryPruner: runs the daily job at every UTC midnight, and once at start for a day that
-//! was missed while the server was down. A failure is logged and the schedule goes on.
+//! ExpiryPruner: runs the daily maintenance at every UTC midnight — pruning, then (for a
+//! SQLite file) backup rotation and a fresh backup, then the reports — and the pruning once at
+//! start for a midnight missed while the server was down. A failure is logged and the
+//! schedule goes on.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, WrapFuture};
 use tracing::{error, info};
 
 use crate::clock::SharedClock;
-use crate::db_writer::{RunExpiry, WriterHandle};
+use crate::db_writer::{RunExpiry, Write, WriterHandle};
+use crate::domain::backups::{plan_rotation, stamp};
 use crate::domain::time::{DAY_MS, format_date, round_up_to_day, start_of_day};
-use crate::health::ActorHealth;
+use crate::health::{ActorHealth, Registry};
 use crate::store::ops::ExpireReport;
+use crate::store::sqlite::{self, SqliteTarget};
+use crate::webhook_logger::WebhookHub;
+
+/// Produces the report texts to send after the daily job for midnight `job_ts`.
+pub type ReportFn = Arc<dyn Fn(i64) -> Vec<String> + Send + Sync>;
+
+/// What the daily job does besides pruning.
+#[derive(Clone, Default)]
+pub struct Maintenance {
+    /// The database file to back up (None: in-memory or not SQLite; no backups).
+    pub backup_db: Option<SqliteTarget>,
+    /// How the database is named in messages.
+    pub db_display: String,
+    /// Where explicit texts (summary, backups, reports) go.
+    pub notifier: Option<Arc<WebhookHub>>,
+    pub reports: Option<ReportFn>,
+}
+
+/// When maintenance last ran and what it did, for `/metrics`.
+#[derive(Default)]
+pub struct MaintenanceStats {
+    pub last_prune_ms: AtomicI64,
+    pub pruned_payments: AtomicI64,
+    pub pruned_revocations: AtomicI64,
+    pub pruned_users: AtomicI64,
+    pub last_backup_ms: AtomicI64,
+    pub backup_failures: AtomicI64,
+}
+
+impl MaintenanceStats {
+    /// Registers the gauges of these stats.
+    pub fn register(self: &Arc<Self>, registry: &Registry) {
+        let s = self.clone();
+        registry.add_gauges("pro_maintenance", "daily maintenance: last run times (s) and counts", move || {
+            let get = |a: &AtomicI64| a.load(Ordering::Relaxed) as f64;
+            vec![
+                ("what=\"last_prune_timestamp_seconds\"".into(), get(&s.last_prune_ms) / 1000.0),
+                ("what=\"pruned_payments\"".into(), get(&s.pruned_payments)),
+                ("what=\"pruned_revocations\"".into(), get(&s.pruned_revocations)),
+                ("what=\"pruned_users\"".into(), get(&s.pruned_users)),
+                ("what=\"last_backup_timestamp_seconds\"".into(), get(&s.last_backup_ms) / 1000.0),
+                ("what=\"backup_failures\"".into(), get(&s.backup_failures)),
+            ]
+        });
+    }
+}
 
 pub struct ExpiryPruner {
     writer: WriterHandle,
     clock: SharedClock,
-    health: std::sync::Arc<ActorHealth>,
+    health: Arc<ActorHealth>,
+    maintenance: Maintenance,
+    stats: Arc<MaintenanceStats>,
     /// The midnight the next run is for.
     next_job_ts: i64,
 }
 
 impl ExpiryPruner {
-    pub fn new(writer: WriterHandle, clock: SharedClock, health: std::sync::Arc<ActorHealth>) -> Self {
-        Self { writer, clock, health, next_job_ts: 0 }
+    pub fn new(
+        writer: WriterHandle,
+        clock: SharedClock,
+        health: Arc<ActorHealth>,
+        maintenance: Maintenance,
+        stats: Arc<MaintenanceStats>,
+    ) -> Self {
+        Self { writer, clock, health, maintenance, stats, next_job_ts: 0 }
     }
 
     fn schedule_next(&mut self, ctx: &mut Context<Self>) {
@@ -38,7 +98,7 @@ impl ExpiryPruner {
                 return;
             }
             let job_ts = act.next_job_ts;
-            ctx.notify(RunPrune { job_ts });
+            ctx.notify(RunPrune { job_ts, full: true });
             act.next_job_ts = job_ts + DAY_MS;
             act.schedule_next(ctx);
         });
@@ -51,7 +111,7 @@ impl Actor for ExpiryPruner {
     fn started(&mut self, ctx: &mut Self::Context) {
         // A midnight that passed while the server was down is caught up now; the job itself
         // is a no-op if it already ran for that day.
-        ctx.notify(RunPrune { job_ts: start_of_day(self.clock.now_ms()) });
+        ctx.notify(RunPrune { job_ts: start_of_day(self.clock.now_ms()), full: false });
         self.schedule_next(ctx);
     }
 
@@ -60,10 +120,11 @@ impl Actor for ExpiryPruner {
     }
 }
 
-/// Runs the job for the midnight `job_ts` now.
+/// Runs the job for the midnight `job_ts` now; `full` adds backups and reports.
 #[derive(Debug, Clone, Copy)]
 pub struct RunPrune {
     pub job_ts: i64,
+    pub full: bool,
 }
 
 impl Message for RunPrune {
@@ -77,13 +138,26 @@ impl Handler<RunPrune> for ExpiryPruner {
         let writer = self.writer.clone();
         let health = self.health.clone();
         let clock = self.clock.clone();
+        let m = self.maintenance.clone();
+        let stats = self.stats.clone();
         ctx.spawn(
             async move {
-                match writer.send(crate::db_writer::Write(RunExpiry { job_ts: msg.job_ts })).await {
+                let notify = |text: &str| {
+                    if let Some(hub) = &m.notifier {
+                        hub.text(clock.now_ms(), text);
+                    }
+                };
+                match writer.send(Write(RunExpiry { job_ts: msg.job_ts })).await {
                     Ok(Ok(report)) => {
                         health.record_success(clock.now_ms());
+                        stats.last_prune_ms.store(clock.now_ms(), Ordering::Relaxed);
                         if !report.already_done {
-                            info!("{}", pruning_summary(msg.job_ts, &report));
+                            stats.pruned_payments.store(report.payments, Ordering::Relaxed);
+                            stats.pruned_revocations.store(report.revocations, Ordering::Relaxed);
+                            stats.pruned_users.store(report.users, Ordering::Relaxed);
+                            let summary = pruning_summary(msg.job_ts, &report);
+                            info!("{summary}");
+                            notify(&summary);
                         }
                     }
                     Ok(Err(e)) => {
@@ -95,10 +169,89 @@ impl Handler<RunPrune> for ExpiryPruner {
                         error!("Daily pruning for {} failed: {e}", format_date(msg.job_ts - DAY_MS));
                     }
                 }
+                if !msg.full {
+                    return;
+                }
+                if let Some(target) = m.backup_db.clone() {
+                    let job_ts = msg.job_ts;
+                    let outcome = tokio::task::spawn_blocking(move || rotate_and_back_up(&target, job_ts)).await;
+                    match outcome {
+                        Ok(r) => {
+                            if !r.deleted.is_empty() {
+                                let lines: Vec<String> = r
+                                    .deleted
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, p)| format!("  [{i:02}] {}", p.display()))
+                                    .collect();
+                                let text = format!("Rotating backups and deleting:\n{}", lines.join("\n"));
+                                info!("{text}");
+                                notify(&text);
+                            }
+                            match r.backup {
+                                Ok(path) => {
+                                    stats.last_backup_ms.store(clock.now_ms(), Ordering::Relaxed);
+                                    info!("Backing up: {} \u{2192} {}", m.db_display, path.display());
+                                    info!("Backup completed successfully!");
+                                    notify(&format!(
+                                        "Backed up DB successfully {} -> {}",
+                                        m.db_display,
+                                        path.display()
+                                    ));
+                                }
+                                Err(e) => {
+                                    stats.backup_failures.fetch_add(1, Ordering::Relaxed);
+                                    error!("Backup failed: {e}");
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            stats.backup_failures.fetch_add(1, Ordering::Relaxed);
+                            error!("Backup failed: {e}");
+                        }
+                    }
+                }
+                if let (Some(reports), Some(_)) = (m.reports.clone(), m.notifier.as_ref()) {
+                    let job_ts = msg.job_ts;
+                    match tokio::task::spawn_blocking(move || reports(job_ts)).await {
+                        Ok(texts) => texts.iter().for_each(|t| notify(t)),
+                        Err(e) => error!("Reports for {} failed: {e}", format_date(job_ts - DAY_MS)),
+                    }
+                }
             }
             .into_actor(self),
         );
     }
+}
+
+/// What rotation and backup did.
+pub struct BackupOutcome {
+    pub deleted: Vec<PathBuf>,
+    pub backup: Result<PathBuf, String>,
+}
+
+/// Deletes old backups of `target` by the rotation rule, then writes a new one named after
+/// `job_ts`: `<dir>/<YYYY-MM-DD_HHMMSS>_<db file name>.bak`.
+pub fn rotate_and_back_up(target: &SqliteTarget, job_ts: i64) -> BackupOutcome {
+    let db = Path::new(&target.path);
+    let dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let file = db.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let suffix = format!("_{file}.bak");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let candidates: Vec<String> = names.into_iter().filter(|n| n.ends_with(&suffix)).collect();
+    let (_, delete) = plan_rotation(&candidates, job_ts);
+    let mut deleted = Vec::new();
+    for n in delete {
+        let p = dir.join(&n);
+        if std::fs::remove_file(&p).is_ok() {
+            deleted.push(p);
+        }
+    }
+    let dest = dir.join(format!("{}{suffix}", stamp(job_ts)));
+    let backup = sqlite::backup_to(target, &dest).map(|()| dest).map_err(|e| e.to_string());
+    BackupOutcome { deleted, backup }
 }
 
 /// Upstream's summary line of a daily run.

@@ -16,5 +16,6 @@ pub mod onion;
 pub mod outbound;
 pub mod proof_signer;
 pub mod store;
+pub mod webhook_logger;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -9,5 +9,7 @@ mod harness;
 mod http_rules;
 mod onion;
 mod onion_client;
+mod operations;
 mod process;
 mod scenarios;
+mod sink;

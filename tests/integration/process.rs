@@ -19,7 +19,7 @@ use crate::client::{self, Key};
 
 const BIN: &str = env!("CARGO_BIN_EXE_session-pro-backend");
 
-fn command(env: &[(&str, &str)]) -> Command {
+pub(crate) fn command(env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(BIN);
     c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
@@ -29,7 +29,7 @@ fn command(env: &[(&str, &str)]) -> Command {
 }
 
 /// Runs the binary to completion.
-fn run(env: &[(&str, &str)]) -> (i32, String, String) {
+pub(crate) fn run(env: &[(&str, &str)]) -> (i32, String, String) {
     let out = command(env).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -38,15 +38,15 @@ fn run(env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) log: Arc<Mutex<String>>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
 /// Starts the server on an ephemeral port and waits until it says where it listens.
-fn start(env: &[(&str, &str)]) -> Running {
+pub(crate) fn start(env: &[(&str, &str)]) -> Running {
     let mut env = env.to_vec();
     env.push(("SESH_PRO_BACKEND_LISTEN", "127.0.0.1:0"));
     let mut child = command(&env).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
@@ -70,7 +70,7 @@ fn start(env: &[(&str, &str)]) -> Running {
 }
 
 impl Running {
-    async fn call(&self, path: &str, body: &Value) -> Result<Value, String> {
+    pub(crate) async fn call(&self, path: &str, body: &Value) -> Result<Value, String> {
         let req = hyper::Request::post(format!("http://{}{path}", self.addr))
             .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
             .unwrap();
@@ -79,7 +79,7 @@ impl Running {
         serde_json::from_slice(&body).map_err(|e| e.to_string())
     }
 
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
         self.log.lock().unwrap().clone()
@@ -104,15 +104,12 @@ fn configuration_errors_are_reported_together_and_exit_1() {
     assert_eq!(code, 1);
     assert!(err.contains("Allowed values are 0 or 1"), "{err}");
 
-    // Features that are parsed but not built yet are refused clearly.
-    let db = dir.path().join("x.db");
-    let (code, _, err) = run(&[
-        ("SESH_PRO_BACKEND_DB_PATH", db.to_str().unwrap()),
-        ("SESH_PRO_BACKEND_SESSION_WEBHOOK_URL", "http://127.0.0.1:9/hook"),
-        ("SESH_PRO_BACKEND_LOG_PATH", "/tmp/x.log"),
-    ]);
+    // Webhook sections are validated together with everything else.
+    let ini = dir.path().join("hooks.ini");
+    std::fs::write(&ini, "[base]\n[session_webhook.0]\nname = x\nurl = not-a-url\nenabled = true\n[session_webhook.1]\nurl = http://127.0.0.1:9/\nenabled = true\n").unwrap();
+    let (code, _, err) = run(&[("SESH_PRO_BACKEND_INI_PATH", ini.to_str().unwrap())]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("webhook logging is not supported") && err.contains("log_path"), "{err}");
+    assert!(err.contains("session_webhook.0") && err.contains("session_webhook.1"), "{err}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Pure types and rules: no actors, no HTTP, no SQL.
 
+pub mod backups;
 pub mod hashes;
 pub mod keys;
 pub mod lookup;

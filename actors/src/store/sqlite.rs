@@ -932,3 +932,20 @@ pub fn dump_tables(conn: &Connection) -> StoreResult<Vec<TableDump>> {
     }
     Ok(out)
 }
+
+/// Copies the live database to `dest` with SQLite's online backup (128 pages per step); a
+/// partial file is removed on failure.
+pub fn backup_to(target: &SqliteTarget, dest: &Path) -> StoreResult<()> {
+    let run = || -> rusqlite::Result<()> {
+        let src =
+            Connection::open_with_flags(&target.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)?;
+        src.busy_timeout(BUSY_TIMEOUT)?;
+        let mut dst = Connection::open(dest)?;
+        let backup = rusqlite::backup::Backup::new(&src, &mut dst)?;
+        backup.run_to_completion(128, Duration::ZERO, None)
+    };
+    run().map_err(|e| {
+        let _ = std::fs::remove_file(dest);
+        db_err(e)
+    })
+}
