@@ -346,3 +346,63 @@ impl WriteCommand for DeleteUserError {
         Ok(tx.delete_user_error(self.provider, &self.payment_id)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::handle::HandleLimits;
+    use crate::store::sqlite::{self, SqliteDatabase, SqliteTarget};
+    use actix::SyncArbiter;
+
+    /// Inserts a user error, or fails after inserting one when `fail` is set.
+    struct Note {
+        id: String,
+        fail: bool,
+    }
+
+    impl WriteCommand for Note {
+        type Output = ();
+        fn apply(self, tx: &mut dyn StoreTx, _: OpCtx) -> Result<(), OpError> {
+            tx.add_user_error(PaymentProvider::Google, &self.id, 1)?;
+            if self.fail { Err(OpError::Rejected(format!("{} refused", self.id))) } else { Ok(()) }
+        }
+    }
+
+    #[actix::test]
+    async fn batched_commands_succeed_or_fail_on_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = SqliteTarget::file(dir.path().join("w.db"));
+        let mut conn = sqlite::open_writer(&target).unwrap();
+        sqlite::bootstrap(&mut conn, [1; 32]).unwrap();
+        let queued = Arc::new(AtomicI64::new(0));
+        let health = ActorHealth::new("db_writer");
+        let (q, h) = (queued.clone(), health.clone());
+        let slot = std::sync::Mutex::new(Some(conn));
+        let addr = SyncArbiter::start(1, move || {
+            let conn = slot.lock().unwrap().take();
+            let db = conn.map(|conn| Box::new(SqliteDatabase { conn }) as Box<dyn Database>);
+            DbWriter::new(db, h.clone(), ManualClock::new(0), false, q.clone())
+        });
+        let writer = WriterHandle::new(Handle::new(addr, health, HandleLimits::default()), queued.clone());
+        // Many concurrent commands end up sharing transactions; every other one fails.
+        let answers = futures_util::future::join_all((0..100).map(|i| {
+            let w = writer.clone();
+            async move { w.send(Write(Note { id: format!("n{i}"), fail: i % 2 == 1 })).await.unwrap() }
+        }))
+        .await;
+        for (i, a) in answers.iter().enumerate() {
+            assert_eq!(a.is_ok(), i % 2 == 0, "command {i}: {a:?}");
+        }
+        assert_eq!(queued.load(Ordering::SeqCst), 0);
+        let mut check = sqlite::open_reader(&target).unwrap();
+        let ids: Vec<String> = sqlite::read(&mut check, |tx| {
+            Ok((0..100)
+                .filter(|i| tx.has_user_error(PaymentProvider::Google, &format!("n{i}")).unwrap())
+                .map(|i| format!("n{i}"))
+                .collect())
+        })
+        .unwrap();
+        assert_eq!(ids, (0..100).filter(|i| i % 2 == 0).map(|i| format!("n{i}")).collect::<Vec<_>>());
+    }
+}
