@@ -35,7 +35,9 @@ pub trait StoreTx {
     fn revocation_ticket(&mut self) -> StoreResult<i64>;
     /// Atomically takes the next generation index.
     fn take_gen_index(&mut self) -> StoreResult<u64>;
-    fn set_last_expire(&mut self, ts: i64) -> StoreResult<()>;
+    /// Records that the daily job for `ts` runs now, unless a run for `ts` or later is already
+    /// recorded; returns whether this caller won (atomic across servers sharing the database).
+    fn claim_expiry_run(&mut self, ts: i64) -> StoreResult<bool>;
     fn bump_revocation_ticket(&mut self) -> StoreResult<()>;
 
     // -- payments

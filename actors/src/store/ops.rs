@@ -311,10 +311,9 @@ pub struct ExpireReport {
 /// old notification records. Runs at most once per `job_ts` across every server sharing the
 /// database.
 pub fn expire(tx: &mut dyn StoreTx, job_ts: i64) -> StoreResult<ExpireReport> {
-    if tx.runtime()?.last_expire_unix_ts_ms >= job_ts {
+    if !tx.claim_expiry_run(job_ts)? {
         return Ok(ExpireReport { already_done: true, ..Default::default() });
     }
-    tx.set_last_expire(job_ts)?;
     Ok(ExpireReport {
         already_done: false,
         payments: tx.expire_payments(job_ts)?,

@@ -371,8 +371,9 @@ impl StoreTx for SqliteTx<'_> {
         u64::try_from(g).map_err(|_| StoreError::Integrity("negative gen_index".into()))
     }
 
-    fn set_last_expire(&mut self, ts: i64) -> StoreResult<()> {
-        self.exec("UPDATE runtime SET last_expire_unix_ts_ms = ?", &[&ts]).map(drop)
+    fn claim_expiry_run(&mut self, ts: i64) -> StoreResult<bool> {
+        Ok(self.exec("UPDATE runtime SET last_expire_unix_ts_ms = ? WHERE last_expire_unix_ts_ms < ?", &[&ts, &ts])?
+            > 0)
     }
 
     fn bump_revocation_ticket(&mut self) -> StoreResult<()> {
