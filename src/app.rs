@@ -10,6 +10,7 @@ use pro_engine::clock::SharedClock;
 use pro_engine::db_writer::{DeleteUserError, Write};
 use pro_engine::domain::types::PaymentProvider;
 use pro_engine::engine::{self, Engine, EngineConfig};
+use pro_engine::google_subscriber::GoogleTuning;
 use pro_engine::handle::HandleLimits;
 use pro_engine::store::sqlite::{self, SqliteTarget};
 use tracing::{info, warn};
@@ -23,12 +24,14 @@ pub struct StartOptions {
     pub http_workers: usize,
     /// Run the daily pruner (tests drive the job themselves).
     pub pruner: bool,
+    /// Pacing of the Google subscriber (tests shorten the pauses).
+    pub google: GoogleTuning,
 }
 
 impl Default for StartOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self { http_workers: cores, pruner: true }
+        Self { http_workers: cores, pruner: true, google: GoogleTuning::default() }
     }
 }
 
@@ -37,9 +40,6 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
     if cfg.with_platform_apple {
         out.push("with_platform_apple: Apple App Store notifications are not supported by this build yet".into());
-    }
-    if cfg.with_platform_google {
-        out.push("with_platform_google: Google Play notifications are not supported by this build yet".into());
     }
     if !cfg.webhooks.is_empty() {
         out.push("session_webhook: webhook logging is not supported by this build yet".into());
@@ -69,7 +69,13 @@ pub async fn run(cfg: Config, clock: SharedClock) -> Result<(), String> {
         return print_tables(&cfg);
     }
     let server = start(&cfg, clock, StartOptions::default()).await?;
-    server.server.await.map_err(|e| format!("HTTP server failed: {e}"))?;
+    let google = server.state.google.clone();
+    let served = server.server.await.map_err(|e| format!("HTTP server failed: {e}"));
+    // HTTP is drained; the subscriber finishes the batch in hand.
+    if let Some(g) = google {
+        g.stop(std::time::Duration::from_secs(30)).await;
+    }
+    served?;
     info!("Session Pro Backend stopped");
     Ok(())
 }
@@ -120,6 +126,11 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
         info!("{m}");
     }
     delete_user_errors(cfg, &engine).await;
+    let google = if cfg.with_platform_google {
+        Some(crate::google::start(cfg, &engine, clock.clone(), opts.google.clone())?)
+    } else {
+        None
+    };
 
     let state = web::Data::new(AppState {
         writer: engine.writer.clone(),
@@ -133,14 +144,23 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
         onion_pubkey: engine.onion_pubkey,
         gen_index_salt: engine.gen_index_salt,
         max_body_bytes: cfg.max_request_body_bytes,
+        google,
     });
     let app_state = state.clone();
     let http_server =
         HttpServer::new(move || App::new().app_data(app_state.clone()).default_service(web::to(http::entry)))
             .workers(opts.http_workers.max(1))
             .shutdown_timeout(5)
-            .bind(&cfg.listen)
-            .map_err(|e| format!("Failed to listen on {}: {e}", cfg.listen))?;
+            .bind(&cfg.listen);
+    let http_server = match http_server {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(g) = &state.google {
+                g.stop(std::time::Duration::from_secs(5)).await;
+            }
+            return Err(format!("Failed to listen on {}: {e}", cfg.listen));
+        }
+    };
     let addr = http_server.addrs().first().copied().ok_or_else(|| format!("Failed to listen on {}", cfg.listen))?;
     let server = http_server.run();
     info!("{}", banner(cfg, &engine, &target, addr));
@@ -218,6 +238,9 @@ fn banner(cfg: &Config, engine: &Engine, target: &SqliteTarget, addr: SocketAddr
     }
     if cfg.platform_testing_env {
         s.push_str("    Platform testing environment enabled (special behaviour for rounding timestamps to EOD)\n");
+    }
+    if cfg.with_platform_google {
+        s.push_str("    Platform: Google Play Store notification handling enabled\n");
     }
     s.push_str(&format!("    Listening on: http://{addr}\n"));
     if cfg.dev {
