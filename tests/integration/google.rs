@@ -699,3 +699,65 @@ async fn restart_in_the_middle_of_a_sequence_loses_nothing() {
     wait_until(|| fake.acked(&ack2), "the stale ack id sent").await;
     second.stop().await;
 }
+
+#[actix_web::test]
+async fn ggl3_renew_twice_expire_resubscribe_grace_hold_cancel() {
+    let t0 = 1760100000000;
+    const MIN: i64 = 60_000;
+    let p = Play::start(true, t0).await;
+    let (a, order_a) = ("lnddpdoldtoken.AO-J1Op", "GPA.3309-4032-8192-54127");
+    p.notify(PURCHASED, a, t0, Sub::new("ACTIVE", t0 + 5 * MIN, order_a)).await;
+    p.claim_ok(a, order_a, t0).await;
+    let (r0, r1) = (format!("{order_a}..0"), format!("{order_a}..1"));
+    p.notify(RENEWED, a, t0 + 5 * MIN, Sub::new("ACTIVE", t0 + 10 * MIN, &r0).acked()).await;
+    p.notify(RENEWED, a, t0 + 10 * MIN, Sub::new("ACTIVE", t0 + 15 * MIN, &r1).acked()).await;
+    assert_eq!(p.count("SELECT COUNT(*) FROM payments WHERE status = 2"), 3);
+    p.notify(CANCELED, a, t0 + 12 * MIN, Sub::new("CANCELED", t0 + 15 * MIN, &r1).acked()).await;
+    let d = p.details(t0 + 12 * MIN).await;
+    expect(&d, ACTIVE_U, false, 3, REDEEMED, &r1, TEST_GRACE);
+    assert_eq!(d["items"][0]["redeemed_unix_ts_ms"], round_up_to_day(t0 + 10 * MIN));
+    p.notify(EXPIRED, a, t0 + 16 * MIN, Sub::new("EXPIRED", t0 + 15 * MIN, &r1).acked()).await;
+    expect(&p.details(t0 + 12 * MIN).await, ACTIVE_U, false, 3, REDEEMED, &r1, TEST_GRACE);
+    p.sweep(t0 + 16 * MIN).await;
+    expect(&p.details(t0 + 16 * MIN).await, EXPIRED_U, false, 3, EXPIRED_P, &r1, TEST_GRACE);
+
+    // Resubscribing later gives a new token without a link: the old one is left alone.
+    let (b, order_b) = ("jpdllinewtoken.AO-J1Oq", "GPA.3326-4415-9310-90534");
+    let tb = t0 + 20 * MIN;
+    p.notify(PURCHASED, b, tb, Sub::new("ACTIVE", tb + 5 * MIN, order_b)).await;
+    p.claim_ok(b, order_b, tb).await;
+    expect(&p.details(tb).await, ACTIVE_U, true, 4, REDEEMED, order_b, TEST_GRACE);
+    assert_eq!(p.user_expiry(), tb + 5 * MIN + TEST_GRACE);
+    let grace_event = tb + 5 * MIN + 5_000;
+    p.notify(IN_GRACE, b, grace_event, Sub::new("IN_GRACE_PERIOD", tb + 10 * MIN, order_b).acked()).await;
+    expect(&p.details(grace_event).await, ACTIVE_U, true, 4, REDEEMED, order_b, P2D);
+    p.sweep(grace_event + P2D).await;
+    expect(&p.details(grace_event + P2D).await, EXPIRED_U, true, 4, EXPIRED_P, order_b, P2D);
+    p.notify(ON_HOLD, b, grace_event + MIN, Sub::new("ON_HOLD", tb + 5 * MIN, order_b).acked()).await;
+    expect(&p.details(grace_event + P2D).await, EXPIRED_U, true, 4, EXPIRED_P, order_b, P2D);
+    p.notify(CANCELED, b, grace_event + 2 * MIN, Sub::new("EXPIRED", tb + 5 * MIN, order_b).acked()).await;
+    p.notify(EXPIRED, b, grace_event + 3 * MIN, Sub::new("EXPIRED", tb + 5 * MIN, order_b).acked()).await;
+    expect(&p.details(grace_event + P2D).await, EXPIRED_U, false, 4, EXPIRED_P, order_b, P2D);
+    assert_eq!(p.count("SELECT COUNT(*) FROM payments WHERE status = 4"), 0);
+    assert_eq!(p.count("SELECT COUNT(*) FROM user_errors"), 0);
+    p.s.stop().await;
+}
+
+#[actix_web::test]
+async fn ggl11_developer_refund_then_expiry() {
+    let t0 = 1760069192722;
+    let p = Play::start(true, t0).await;
+    let (tok, order) = ("aciongrefund.AO-J1Or", "GPA.3311-0000-0000-00001");
+    p.notify(PURCHASED, tok, t0, Sub::new("ACTIVE", t0 + 300_000, order)).await;
+    p.claim_ok(tok, order, t0).await;
+    let refund = 1760069492722;
+    p.notify(REVOKED, tok, refund, Sub::new("EXPIRED", t0 + 300_000, order).acked()).await;
+    p.notify(EXPIRED, tok, 1760069494987, Sub::new("EXPIRED", t0 + 300_000, order).acked()).await;
+    let d = p.details(refund + 1).await;
+    expect(&d, EXPIRED_U, false, 1, REVOKED_P, order, TEST_GRACE);
+    assert_eq!(d["expiry_unix_ts_ms"], refund);
+    assert_eq!(d["items"][0]["revoked_unix_ts_ms"], refund);
+    assert_eq!(p.count("SELECT COUNT(*) FROM revocations"), 0);
+    assert_eq!(p.count("SELECT COUNT(*) FROM user_errors"), 0);
+    p.s.stop().await;
+}

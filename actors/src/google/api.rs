@@ -178,7 +178,7 @@ impl GoogleApi {
                 self.ends.call_timeout,
             )
             .await
-            .map_err(|e| ApiError::Token(e.to_string()))?;
+            .map_err(|e| ApiError::Token(without_url(&e)))?;
         if !resp.is_success() {
             return Err(ApiError::Token(format!("HTTP {}: {}", resp.status, error_message(&resp.body))));
         }
@@ -209,7 +209,7 @@ impl GoogleApi {
         let sent = self.http.request(method, url, &headers, body.map(|b| Bytes::from(b.to_string())), timeout).await;
         let result = match sent {
             Err(OutboundError::Timeout(_)) => Err(ApiError::Timeout { api }),
-            Err(e) => Err(ApiError::Transport { api, reason: e.to_string() }),
+            Err(e) => Err(ApiError::Transport { api, reason: without_url(&e) }),
             Ok(resp) if resp.is_success() => {
                 if resp.body.iter().all(u8::is_ascii_whitespace) {
                     Ok(json!({}))
@@ -322,6 +322,17 @@ impl GoogleApi {
         }
         self.acknowledge_purchase(token).await?;
         Ok(true)
+    }
+}
+
+/// An outbound failure without its URL: URLs carry purchase tokens, which stay out of logs
+/// and error messages.
+fn without_url(e: &OutboundError) -> String {
+    match e {
+        OutboundError::BadUrl(_) => "the configured URL is invalid".into(),
+        OutboundError::Insecure(_) => "plain http is only allowed to loopback hosts".into(),
+        OutboundError::Timeout(_) => "timed out".into(),
+        OutboundError::Transport { reason, .. } => reason.clone(),
     }
 }
 
