@@ -761,3 +761,34 @@ async fn ggl11_developer_refund_then_expiry() {
     assert_eq!(p.count("SELECT COUNT(*) FROM user_errors"), 0);
     p.s.stop().await;
 }
+
+#[actix_web::test]
+async fn an_unusable_key_file_stops_startup() {
+    let fake = FakeGoogle::start().await;
+    let dir = TempDir::new().unwrap();
+    let ini_path = dir.path().join("backend.ini");
+    let env: std::collections::HashMap<String, String> = [
+        ("SESH_PRO_BACKEND_DB_PATH", dir.path().join("backend.db").display().to_string()),
+        ("SESH_PRO_BACKEND_LISTEN", "127.0.0.1:0".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let clock = pro_engine::ManualClock::new(1760070000000);
+    for (file, expected) in
+        [(None, "unable to read the credentials file"), (Some("{\"client_email\": 1}"), "cannot be used")]
+    {
+        let key_file = dir.path().join("key.json");
+        let _ = std::fs::remove_file(&key_file);
+        if let Some(text) = file {
+            std::fs::write(&key_file, text).unwrap();
+        }
+        std::fs::write(&ini_path, fake.ini(&key_file)).unwrap();
+        let cfg = session_pro_backend::config::load_with_ini(Some(&ini_path), &env).unwrap();
+        let opts = session_pro_backend::app::StartOptions { pruner: false, ..Default::default() };
+        match session_pro_backend::app::start(&cfg, clock.clone(), opts).await {
+            Ok(_) => panic!("started without a usable key file"),
+            Err(e) => assert!(e.contains(expected), "{e}"),
+        }
+    }
+}
