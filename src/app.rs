@@ -2,7 +2,6 @@
 //! start the engine's actors and the HTTP server.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
@@ -11,6 +10,7 @@ use pro_engine::db_writer::{DeleteUserError, Write};
 use pro_engine::domain::types::PaymentProvider;
 use pro_engine::engine::{self, Engine, EngineConfig};
 use pro_engine::expiry_pruner::Maintenance;
+use pro_engine::google_subscriber::GoogleTuning;
 use pro_engine::handle::HandleLimits;
 use pro_engine::health::Registry;
 use pro_engine::store::sqlite::{self, SqliteTarget};
@@ -27,12 +27,14 @@ pub struct StartOptions {
     pub http_workers: usize,
     /// Run the daily pruner (tests drive the job themselves).
     pub pruner: bool,
+    /// Pacing of the Google subscriber (tests shorten the pauses).
+    pub google: GoogleTuning,
 }
 
 impl Default for StartOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self { http_workers: cores, pruner: true }
+        Self { http_workers: cores, pruner: true, google: GoogleTuning::default() }
     }
 }
 
@@ -41,9 +43,6 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
     if cfg.with_platform_apple {
         out.push("with_platform_apple: Apple App Store notifications are not supported by this build yet".into());
-    }
-    if cfg.with_platform_google {
-        out.push("with_platform_google: Google Play notifications are not supported by this build yet".into());
     }
     if let DbLocation::Postgres { .. } = cfg.db {
         out.push("db_url: PostgreSQL databases are not supported by this build yet".into());
@@ -68,6 +67,7 @@ pub async fn run(cfg: Config, clock: SharedClock) -> Result<(), String> {
     }
     let server = start(&cfg, clock, StartOptions::default()).await?;
     let handle = server.handle.clone();
+    let google = server.state.google.clone();
     actix_web::rt::spawn(async move {
         let first = next_signal().await;
         info!("{first} received: stopping (draining requests for at most {} s)", DRAIN_TIMEOUT_S);
@@ -78,13 +78,18 @@ pub async fn run(cfg: Config, clock: SharedClock) -> Result<(), String> {
         });
         handle.stop(true).await;
     });
-    server.server.await.map_err(|e| format!("HTTP server failed: {e}"))?;
-    // Requests are drained, so every write has been answered (and therefore committed).
+    let served = server.server.await.map_err(|e| format!("HTTP server failed: {e}"));
+    // HTTP is drained, so every write has been answered (and therefore committed); the
+    // Google subscriber finishes the batch in hand.
+    if let Some(g) = google {
+        g.stop(std::time::Duration::from_secs(30)).await;
+    }
     if let Some(hub) = telemetry::sinks().and_then(|s| s.webhooks())
         && !hub.flush(std::time::Duration::from_secs(2)).await
     {
         eprintln!("Some webhook messages could not be delivered before shutdown");
     }
+    served?;
     info!("Session Pro Backend stopped");
     Ok(())
 }
@@ -178,6 +183,11 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
         info!("{m}");
     }
     delete_user_errors(cfg, &engine).await;
+    let google = if cfg.with_platform_google {
+        Some(crate::google::start(cfg, &engine, clock.clone(), opts.google.clone())?)
+    } else {
+        None
+    };
 
     let state = web::Data::new(AppState {
         writer: engine.writer.clone(),
@@ -191,6 +201,7 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
         onion_pubkey: engine.onion_pubkey,
         gen_index_salt: engine.gen_index_salt,
         max_body_bytes: cfg.max_request_body_bytes,
+        google,
     });
     let app_state = state.clone();
     let http_server =
@@ -285,6 +296,9 @@ fn banner(cfg: &Config, engine: &Engine, target: &SqliteTarget, addr: SocketAddr
     if cfg.platform_testing_env {
         s.push_str("    Platform testing environment enabled (special behaviour for rounding timestamps to EOD)\n");
     }
+    if cfg.with_platform_google {
+        s.push_str("    Platform: Google Play Store notification handling enabled\n");
+    }
     for w in &cfg.webhooks {
         s.push_str(&format!("    Webhook Logger: Enabled (display name: {})\n", w.name));
     }
@@ -294,9 +308,6 @@ fn banner(cfg: &Config, engine: &Engine, target: &SqliteTarget, addr: SocketAddr
     }
     s
 }
-
-/// Used by tests and tools that need the engine's shared pieces.
-pub type SharedState = Arc<AppState>;
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod google;
 pub mod http;
 pub mod tables;
 pub mod telemetry;

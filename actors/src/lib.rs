@@ -10,6 +10,8 @@ pub mod db_writer;
 pub mod domain;
 pub mod engine;
 pub mod expiry_pruner;
+pub mod google;
+pub mod google_subscriber;
 pub mod handle;
 pub mod health;
 pub mod onion;

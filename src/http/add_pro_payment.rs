@@ -5,7 +5,8 @@ use pro_engine::db_writer::ClaimPayment;
 use pro_engine::domain::hashes::add_pro_payment_hash;
 use pro_engine::domain::pyfmt::python_float_repr;
 use pro_engine::domain::time::{DAY_MS, YEAR_MS, clamp_proof_expiry, round_up_to_day};
-use pro_engine::domain::types::{PaymentProvider, PaymentTx, ProPlan, RedeemOutcome};
+use pro_engine::domain::types::{PaymentProvider, PaymentTx, ProPlan, PubKeyBytes, RedeemOutcome};
+use pro_engine::google::mapping::ClaimableBy;
 use pro_engine::store::ops::{DevPayment, OpError};
 use serde_json::Value;
 use tracing::{error, info};
@@ -96,6 +97,9 @@ pub async fn handle(state: &AppState, body: &[u8]) -> Envelope {
 
     let now = state.clock.now_ms();
     let label = safe_payment_label(&payment, state.unsafe_logging);
+    if let Err(refusal) = acknowledge_google_purchase(state, &master, &payment, &label).await {
+        return refusal;
+    }
     let outcome = state.writer.send(pro_engine::db_writer::Write(ClaimPayment { master, payment, dev })).await;
     match outcome {
         Ok(Ok(RedeemOutcome::Success { gen_index, entitled_until })) => {
@@ -130,6 +134,49 @@ pub async fn handle(state: &AppState, body: &[u8]) -> Envelope {
         Err(e) => {
             error!("Redeeming payment {label} failed: {e}");
             Envelope::err1(STATUS_GENERIC_ERROR, format!("Payment was not redeemed, try again: {e}"))
+        }
+    }
+}
+
+/// Google refunds a purchase nobody acknowledges within three days, so claiming a Google payment
+/// acknowledges it first; if that fails, nothing is claimed and the client may try again.
+///
+/// No network call may run inside the writer's transaction (it carries other users' writes), so
+/// the order is: check that this key can claim the payment (a read), acknowledge, then claim. A
+/// concurrent claim of the same payment (by the same key: the account id must match) may win
+/// in between; the purchase is then acknowledged and claimed once, which is all that matters.
+async fn acknowledge_google_purchase(
+    state: &AppState,
+    master: &PubKeyBytes,
+    payment: &PaymentTx,
+    label: &str,
+) -> Result<(), Envelope> {
+    let Some(google) = &state.google else { return Ok(()) };
+    if payment.provider() != PaymentProvider::Google || (state.dev && payment.is_dev_payment()) {
+        return Ok(());
+    }
+    let claimable = state.reader.read(ClaimableBy { master: *master, payment: payment.clone() }).await;
+    match claimable {
+        // The claim itself reports why it cannot succeed.
+        Ok(false) => Ok(()),
+        Ok(true) => match google.acknowledge_for_claim(&payment.google_payment_token).await {
+            Ok(acknowledged_now) => {
+                if acknowledged_now {
+                    info!("Acknowledged Google purchase {label}");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                error!("Acknowledging Google purchase {label} failed: {e}");
+                Err(Envelope::err1(
+                    STATUS_GENERIC_ERROR,
+                    format!("Payment was not redeemed, acknowledging the purchase to Google failed, try again: {e}"),
+                ))
+            }
+        },
+        Err(e) => {
+            error!("Redeeming payment {label} failed: {e}");
+            Err(Envelope::err1(STATUS_GENERIC_ERROR, format!("Payment was not redeemed, try again: {e}")))
         }
     }
 }

@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use pro_engine::clock::SharedClock;
 use pro_engine::db_reader::ReaderHandle;
 use pro_engine::db_writer::WriterHandle;
+use pro_engine::google_subscriber::GoogleHandle;
 use pro_engine::health::Registry;
 use pro_engine::proof_signer::SignerHandle;
 
@@ -41,6 +42,8 @@ pub struct AppState {
     /// Immutable for the life of the database, so it is read once at start.
     pub gen_index_salt: [u8; 16],
     pub max_body_bytes: usize,
+    /// Set when Google Play is enabled: claims of Google payments are acknowledged through it.
+    pub google: Option<GoogleHandle>,
 }
 
 /// The routes this server answers.

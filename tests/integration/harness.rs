@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web;
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pro_engine::ManualClock;
 use pro_engine::db_writer::{Write, WriteCommand};
+use pro_engine::google_subscriber::GoogleTuning;
 use pro_engine::store::ops::OpError;
 use serde_json::Value;
 use session_pro_backend::app::{self, StartOptions};
@@ -28,14 +30,16 @@ pub struct Opts {
     /// Use this database file instead of a fresh one.
     pub db: Option<PathBuf>,
     pub env: Vec<(&'static str, String)>,
+    /// Contents of an INI file to load (e.g. a `[google]` section).
+    pub ini: Option<String>,
 }
 
 impl Opts {
     pub fn dev(now: i64) -> Self {
-        Self { dev: true, now, db: None, env: vec![] }
+        Self { dev: true, now, db: None, env: vec![], ini: None }
     }
     pub fn prod(now: i64) -> Self {
-        Self { dev: false, now, db: None, env: vec![] }
+        Self { dev: false, now, db: None, env: vec![], ini: None }
     }
 }
 
@@ -63,6 +67,7 @@ pub struct TestServer {
     handle: actix_web::dev::ServerHandle,
     client: Client<HttpConnector, Full<Bytes>>,
     _dir: Option<TempDir>,
+    _ini_dir: Option<TempDir>,
 }
 
 /// Creates a database file with the dev backend key (0xCD × 32) and, optionally, a fixed
@@ -92,9 +97,23 @@ impl TestServer {
         for (k, v) in &opts.env {
             env.insert((*k).into(), v.clone());
         }
-        let cfg = config::load_with_ini(None, &env).unwrap_or_else(|e| panic!("config: {e:?}"));
+        let ini_dir = opts.ini.as_ref().map(|text| {
+            let d = TempDir::new().unwrap();
+            std::fs::write(d.path().join("backend.ini"), text).unwrap();
+            d
+        });
+        let ini_path = ini_dir.as_ref().map(|d| d.path().join("backend.ini"));
+        let cfg = config::load_with_ini(ini_path.as_deref(), &env).unwrap_or_else(|e| panic!("config: {e:?}"));
         let clock = ManualClock::new(opts.now);
-        let server = app::start(&cfg, clock.clone(), StartOptions { http_workers: 2, pruner: false }).await.unwrap();
+        // Short pauses so Google tests never wait long; retries are driven by the clock.
+        let google = GoogleTuning {
+            idle_delay: Duration::from_millis(5),
+            error_delay: Duration::from_millis(20),
+            restart_delay: Duration::from_millis(20),
+            ..GoogleTuning::default()
+        };
+        let server =
+            app::start(&cfg, clock.clone(), StartOptions { http_workers: 2, pruner: false, google }).await.unwrap();
         let handle = server.handle.clone();
         actix_web::rt::spawn(server.server);
         Self {
@@ -105,6 +124,7 @@ impl TestServer {
             handle,
             client: Client::builder(TokioExecutor::new()).build_http(),
             _dir: dir,
+            _ini_dir: ini_dir,
         }
     }
 
@@ -144,5 +164,8 @@ impl TestServer {
 
     pub async fn stop(self) {
         self.handle.stop(true).await;
+        if let Some(g) = &self.state.google {
+            g.stop(Duration::from_secs(10)).await;
+        }
     }
 }

@@ -53,6 +53,9 @@ pub trait StoreTx {
     /// Owner of the newest owned payment of the same subscription (Google: purchase token;
     /// Apple: original transaction id).
     fn newest_owner_of_subscription(&mut self, tx: &PaymentTx) -> StoreResult<Option<PubKeyBytes>>;
+    /// Whether `master` could claim the payment now: the rows [`StoreTx::claim_payment`] would
+    /// bind exist.
+    fn claimable_by(&mut self, tx: &PaymentTx, master: &PubKeyBytes) -> StoreResult<bool>;
     /// Binds an Unredeemed claimable payment to `master`; returns the number of rows changed.
     fn claim_payment(&mut self, tx: &PaymentTx, master: &PubKeyBytes, redeemed_ts: i64) -> StoreResult<usize>;
     /// Rows with the claim identifiers already past Unredeemed and owned by `master`.

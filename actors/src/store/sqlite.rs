@@ -275,6 +275,18 @@ fn claim_filter(tx: &PaymentTx) -> (&'static str, Vec<&str>) {
     }
 }
 
+/// The part of a claim's WHERE clause that ties the payment to the claiming key (Google: one
+/// parameter, the obfuscated account id).
+fn claim_owner_filter(tx: &PaymentTx) -> &'static str {
+    match tx.provider() {
+        PaymentProvider::Google => " AND google_obfuscated_account_id = ?",
+        // Upstream derives the Apple account token from the master key as "" (a TODO), so
+        // only payments without an appAccountToken can be claimed.
+        PaymentProvider::Apple => " AND apple_app_account_token = ''",
+        _ => "",
+    }
+}
+
 /// WHERE clause naming every billing cycle of a renewal-info target (provider not compared for
 /// Google, as upstream does).
 fn renewal_filter(tx: &PaymentTx) -> (&'static str, Vec<&str>) {
@@ -455,16 +467,23 @@ impl StoreTx for SqliteTx<'_> {
         Ok(self.owners(sql, &[key])?.into_iter().next().flatten())
     }
 
+    fn claimable_by(&mut self, tx: &PaymentTx, master: &PubKeyBytes) -> StoreResult<bool> {
+        let (filter, strs) = claim_filter(tx);
+        let sql =
+            format!("SELECT EXISTS(SELECT 1 FROM payments WHERE status = 1 AND {filter}{})", claim_owner_filter(tx));
+        let account_id = google_obfuscated_account_id(master);
+        let account_v: &[u8] = &account_id;
+        let mut params = to_sql_params(vec![], &strs);
+        if tx.provider() == PaymentProvider::Google {
+            params.push(&account_v);
+        }
+        Ok(self.count(&sql, &params)? != 0)
+    }
+
     fn claim_payment(&mut self, tx: &PaymentTx, master: &PubKeyBytes, redeemed_ts: i64) -> StoreResult<usize> {
         let (filter, strs) = claim_filter(tx);
         let account_id = google_obfuscated_account_id(master);
-        let extra = match tx.provider() {
-            PaymentProvider::Google => " AND google_obfuscated_account_id = ?",
-            // Upstream derives the Apple account token from the master key as "" (a TODO), so
-            // only payments without an appAccountToken can be claimed.
-            PaymentProvider::Apple => " AND apple_app_account_token = ''",
-            _ => "",
-        };
+        let extra = claim_owner_filter(tx);
         let sql = format!(
             "UPDATE payments SET master_pkey = ?, status = 2, redeemed_unix_ts_ms = ? WHERE status = 1 AND {filter}{extra}"
         );
