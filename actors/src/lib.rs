@@ -15,6 +15,7 @@ pub mod health;
 pub mod onion;
 pub mod outbound;
 pub mod proof_signer;
+pub mod reports;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
