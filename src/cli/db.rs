@@ -68,15 +68,13 @@ fn counts(tx: &mut dyn StoreTx) -> StoreResult<(DbCounts, [u8; 32])> {
 pub fn run(global: &Global, command: Command) -> CliResult {
     match command {
         Command::Info => {
-            let info_error = |e: CliError| match e {
-                CliError::Fail(m) => CliError::Fail(format!("Failed to get DB info: {m}")),
-                other => other,
-            };
+            // Upstream words database failures of this command differently; configuration
+            // problems keep their own wording.
             let (cfg, mut db) = config_and_db(global, Access::Read).map_err(|e| match e {
-                // Configuration problems keep their own wording.
-                CliError::Fail(m) if m.starts_with("Database error: ") => {
-                    info_error(CliError::Fail(m.trim_start_matches("Database error: ").to_string()))
-                }
+                CliError::Fail(m) => match m.strip_prefix("Database error: ") {
+                    Some(db_problem) => CliError::Fail(format!("Failed to get DB info: {db_problem}")),
+                    None => CliError::Fail(m),
+                },
                 other => other,
             })?;
             let (c, public) = sqlite::read(&mut db.conn, counts)
@@ -95,7 +93,7 @@ pub fn run(global: &Global, command: Command) -> CliResult {
             for t in &tables {
                 out.push_str(&crate::tables::render_table(t));
             }
-            print!("{out}");
+            super::emit(&out);
         }
     }
     Ok(())

@@ -160,6 +160,13 @@ fn print_subcommand_help(name: &str) {
     }
 }
 
+/// Writes a (possibly long) text to stdout; a reader that went away (`| head`) is not an error.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 /// The current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
     pro_engine::SystemClock.now_ms()

@@ -53,6 +53,6 @@ pub fn run(global: &Global, command: Command) -> CliResult {
         Format::Human => reports::render_human(&report),
         Format::Csv => reports::render_csv(&report),
     };
-    println!("{text}");
+    super::emit(&format!("{text}\n"));
     Ok(())
 }

@@ -372,11 +372,15 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Prints the title and the request, sends it, prints the response.
-fn exchange(http: &Http, url: &str, endpoint: &str, title: &str, body: &Value) -> CliResult {
+/// Prints the title and the request, sends it (unless `--dry-run`), prints the response.
+fn exchange(global: &Global, url: &str, endpoint: &str, title: &str, body: &Value) -> CliResult {
     println!("\n{title}");
     println!("Request:\n{}", pretty(body));
-    let answer = http.post_json(url, endpoint, body)?;
+    if global.dry_run {
+        println!("(DRY RUN) Not sent to {}", endpoint_url(url, endpoint));
+        return Ok(());
+    }
+    let answer = Http::new()?.post_json(url, endpoint, body)?;
     println!("Response: {}", pretty(&answer));
     Ok(())
 }
@@ -422,8 +426,7 @@ pub fn run(global: &Global, command: Command) -> CliResult {
             let dev =
                 DevOptions { plan: a.dev_plan, duration_ms: a.dev_duration_ms, auto_renewing: a.dev_auto_renewing };
             let body = add_pro_payment_body(a.version, &master, &rotating, &tx, &dev);
-            let http = Http::new()?;
-            exchange(&http, &a.url, "add_pro_payment", &format!("Add Pro Payment via {via}"), &body)
+            exchange(global, &a.url, "add_pro_payment", &format!("Add Pro Payment via {via}"), &body)
         }
         Command::SetPaymentRefundRequested(a) => {
             let master = master_key(&a.master_skey)?;
@@ -440,9 +443,8 @@ pub fn run(global: &Global, command: Command) -> CliResult {
             let now = now_u64();
             let refund_ts = a.refund_requested_unix_ts_ms.unwrap_or(now + 1000);
             let body = set_refund_requested_body(a.version, &master, now, refund_ts, &tx);
-            let http = Http::new()?;
             exchange(
-                &http,
+                global,
                 &a.url,
                 "set_payment_refund_requested",
                 &format!("Set payment refund requested via {via}"),
@@ -450,22 +452,19 @@ pub fn run(global: &Global, command: Command) -> CliResult {
             )
         }
         Command::GetProRevocations(a) => {
-            let http = Http::new()?;
             let title = format!("Query Pro Revocations (ticket: {})", a.ticket);
-            exchange(&http, &a.url, "get_pro_revocations", &title, &revocations_body(a.version, a.ticket))
+            exchange(global, &a.url, "get_pro_revocations", &title, &revocations_body(a.version, a.ticket))
         }
         Command::GetProDetails(a) => {
             let master = master_key(&a.master_skey)?;
             let body = get_pro_details_body(a.version, &master, now_u64(), a.count);
-            let http = Http::new()?;
-            exchange(&http, &a.url, "get_pro_details", "Query Pro Details", &body)
+            exchange(global, &a.url, "get_pro_details", "Query Pro Details", &body)
         }
         Command::GenerateProProof(a) => {
             let master = master_key(&a.master_skey)?;
             let rotating = rotating_key(&a.rotating_skey)?;
             let body = generate_pro_proof_body(a.version, &master, &rotating, now_u64());
-            let http = Http::new()?;
-            exchange(&http, &a.url, "generate_pro_proof", "Generate Pro Proof", &body)
+            exchange(global, &a.url, "generate_pro_proof", "Generate Pro Proof", &body)
         }
         Command::Tour(a) => tour::run(global, a),
     }

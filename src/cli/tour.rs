@@ -258,6 +258,10 @@ fn backend_key(global: &Global, args: &Args) -> Result<([u8; 32], &'static str),
 }
 
 pub fn run(global: &Global, args: Args) -> CliResult {
+    if global.dry_run {
+        println!("(DRY RUN) The tour sends requests to {}; nothing was sent", args.url);
+        return Ok(());
+    }
     let (backend, source) = backend_key(global, &args)?;
     let onion_key = x25519_public_from_ed25519(&backend)
         .ok_or_else(|| CliError::fail("the backend public key is not a valid Ed25519 point"))?;

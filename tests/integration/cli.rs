@@ -187,6 +187,13 @@ fn usage_errors_exit_2_and_missing_subcommands_exit_1() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stdout.contains("Usage: session-pro-backend revoke"), "{out:?}");
     assert_eq!(run(&["--dry-run", "serve"]).code, 2);
+    // A dry run of a server helper prints the signed request without sending it.
+    let out = run(&["--dry-run", "server", "get-pro-revocations", "--url", "http://127.0.0.1:9"]);
+    assert_eq!(
+        ok(&out),
+        "\nQuery Pro Revocations (ticket: 0)\nRequest:\n{\n \"version\": 0,\n \"ticket\": 0\n}\n(DRY RUN) Not sent to http://127.0.0.1:9/get_pro_revocations\n"
+    );
+    assert!(ok(&run(&["--dry-run", "server", "tour", "--url", "http://127.0.0.1:9"])).contains("nothing was sent"));
 }
 
 // ---------------------------------------------------------------------------------------------
