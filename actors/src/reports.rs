@@ -474,10 +474,46 @@ Period             Active Users   Unredeemed   New Subs   Google   Apple   Range
     #[test]
     fn sql_periods_agree_with_the_pure_ones() {
         let mut c = fixture_db();
+        // Every day of several years, at both ends of the day, across leap years and the ISO
+        // weeks that straddle New Year.
+        let first = days_from_civil(2023, 12, 20);
+        for d in first..days_from_civil(2028, 1, 10) {
+            for t in [d * DAY_MS, (d + 1) * DAY_MS - 1] {
+                c.execute(
+                    "INSERT INTO payments (status, plan, payment_provider, auto_renewing, unredeemed_unix_ts_ms,
+                         expiry_unix_ts_ms, platform_refund_expiry_unix_ts_ms, refund_requested_unix_ts_ms)
+                     VALUES (2, 1, 3, 1, ?, ?, 0, 0)",
+                    [t, t],
+                )
+                .unwrap();
+            }
+        }
         for kind in [ReportKind::Daily, ReportKind::Weekly, ReportKind::Monthly] {
             let counts = crate::store::sqlite::read(&mut c, |tx| tx.report_counts(kind)).unwrap();
+            let expected: std::collections::BTreeSet<i64> =
+                (first..days_from_civil(2028, 1, 10)).map(|d| kind.period_start(d * DAY_MS)).collect();
+            let found: std::collections::BTreeSet<i64> = counts.iter().map(|p| p.period_start_ms).collect();
+            assert!(expected.is_subset(&found), "{kind:?}");
+            // Two payments per day land in exactly the period the pure rules give.
+            for p in counts.iter().filter(|p| {
+                p.period_start_ms > first * DAY_MS && p.period_start_ms < days_from_civil(2027, 11, 1) * DAY_MS
+            }) {
+                let days = (kind.period_end(p.period_start_ms) + 1 - p.period_start_ms) / DAY_MS;
+                let fixture =
+                    fixture_rows().iter().filter(|r| kind.period_start(r.4) == p.period_start_ms).count() as i64;
+                assert_eq!(p.new_subs, 2 * days + fixture, "{kind:?} {}", kind.label(p.period_start_ms));
+            }
             for p in counts {
                 assert_eq!(kind.period_start(p.period_start_ms), p.period_start_ms, "{kind:?}");
+            }
+            // Each day contributes two payments to exactly the period the pure rules give.
+            for d in
+                [first, days_from_civil(2024, 12, 29), days_from_civil(2024, 12, 30), days_from_civil(2026, 12, 31)]
+            {
+                let start = kind.period_start(d * DAY_MS);
+                let end = kind.period_end(start);
+                assert_eq!(kind.period_start(end), start);
+                assert_eq!(kind.period_start(end + 1), end + 1);
             }
         }
     }
