@@ -2,6 +2,7 @@
 //! start the engine's actors and the HTTP server.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
@@ -166,7 +167,10 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
         backup_db: (!target.is_memory() && !target.uri).then(|| target.clone()),
         db_display: cfg.db_display.clone(),
         notifier: hub.clone(),
-        reports: None,
+        reports: (!target.is_memory()).then(|| {
+            let t = target.clone();
+            Arc::new(move |job_ts| daily_reports(&t, job_ts)) as pro_engine::expiry_pruner::ReportFn
+        }),
     };
     let engine = engine::start(EngineConfig {
         db: target.clone(),
@@ -219,6 +223,35 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
         hub.text(pro_engine::Clock::now_ms(&pro_engine::SystemClock), &format!("Starting up instance: {banner}"));
     }
     Ok(Server { addr, handle: server.handle(), state, server })
+}
+
+/// The reports the daily job posts: daily (7 rows) always, weekly (4 rows) when the midnight
+/// starts a Monday, monthly (3 rows) when it starts the 1st of a month (all UTC).
+pub fn daily_reports(target: &SqliteTarget, job_ts: i64) -> Vec<String> {
+    use pro_engine::domain::time::{DAY_MS, civil_from_days};
+    use pro_engine::reports::{ReportKind, generate, render_human};
+    let days = job_ts.div_euclid(DAY_MS);
+    let monday = (days + 3).rem_euclid(7) == 0; // 1970-01-01 was a Thursday
+    let first_of_month = civil_from_days(days).2 == 1;
+    let mut wanted = vec![(ReportKind::Daily, 7)];
+    if monday {
+        wanted.push((ReportKind::Weekly, 4));
+    }
+    if first_of_month {
+        wanted.push((ReportKind::Monthly, 3));
+    }
+    let made = sqlite::open_reader(target).and_then(|mut conn| {
+        sqlite::read(&mut conn, |tx| {
+            wanted.iter().map(|(k, n)| generate(tx, *k, *n).map(|r| render_human(&r))).collect()
+        })
+    });
+    match made {
+        Ok(texts) => texts,
+        Err(e) => {
+            tracing::error!("Generating the daily reports failed: {e}");
+            Vec::new()
+        }
+    }
 }
 
 /// Deletes the user errors named by `delete_user_errors` and carries on.

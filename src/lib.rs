@@ -2,6 +2,7 @@
 //! start-up. The engine (`pro_engine`) owns the data, the keys and the rules.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod google;
 pub mod http;

@@ -17,6 +17,7 @@ pub mod health;
 pub mod onion;
 pub mod outbound;
 pub mod proof_signer;
+pub mod reports;
 pub mod store;
 pub mod webhook_logger;
 

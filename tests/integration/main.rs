@@ -2,6 +2,7 @@
 
 mod api_examples;
 mod bad_input;
+mod cli;
 mod client;
 mod concurrency;
 mod fake_google;

@@ -254,3 +254,23 @@ async fn daily_job_backs_up_rotates_and_reports_its_work() {
     assert!(metrics.contains("pro_maintenance{what=\"backup_failures\"} 0"), "{metrics}");
     assert!(!metrics.contains("pro_maintenance{what=\"last_backup_timestamp_seconds\"} 0\n"));
 }
+
+#[test]
+fn daily_job_reports_follow_the_calendar() {
+    use pro_engine::domain::time::{DAY_MS, days_from_civil};
+    use pro_engine::store::sqlite::SqliteTarget;
+    let dir = tempfile::tempdir().unwrap();
+    let target = SqliteTarget::file(dir.path().join("r.db"));
+    pro_engine::engine::open_and_bootstrap(&target, false).unwrap();
+    let at = |y, m, d| days_from_civil(y, m, d) * DAY_MS;
+    let titles = |ts| {
+        session_pro_backend::app::daily_reports(&target, ts)
+            .iter()
+            .map(|t| t.lines().next().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(titles(at(2026, 12, 5)), ["DAILY REPORT"], "a Saturday");
+    assert_eq!(titles(at(2026, 12, 7)), ["DAILY REPORT", "WEEKLY REPORT"], "a Monday");
+    assert_eq!(titles(at(2027, 1, 1)), ["DAILY REPORT", "MONTHLY REPORT"], "the 1st, a Friday");
+    assert_eq!(titles(at(2026, 6, 1)), ["DAILY REPORT", "WEEKLY REPORT", "MONTHLY REPORT"], "Monday the 1st");
+}

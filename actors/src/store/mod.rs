@@ -4,6 +4,7 @@
 //! implements it with its own SQL. The business operations in [`ops`] are written once on top
 //! of it, so the rules (claiming, revoking, pruning…) cannot drift between backends.
 
+pub mod admin;
 pub mod ops;
 pub mod rows;
 pub mod schema;
@@ -143,6 +144,12 @@ pub trait StoreTx {
     /// Rows of one of the schema's tables (`table` is one of [`schema::TABLES`]).
     fn count_rows(&mut self, table: &str) -> StoreResult<i64>;
     fn count_unredeemed(&mut self) -> StoreResult<i64>;
+    /// Payments counted per report period, every column but Active Users (see
+    /// [`crate::reports`]); only periods with something counted, in no particular order.
+    fn report_counts(&mut self, kind: crate::reports::ReportKind) -> StoreResult<Vec<crate::reports::PeriodCounts>>;
+    /// Distinct owners with a payment that is not revoked and whose span
+    /// (unredeemed..=expiry) holds `ts`.
+    fn count_active_users(&mut self, ts: i64) -> StoreResult<i64>;
 
     // -- nested rollback points for best-effort sub-steps
     fn savepoint(&mut self, name: &str) -> StoreResult<()>;

@@ -167,6 +167,23 @@ pub fn bootstrap(conn: &mut Connection, new_backend_key: [u8; 32]) -> StoreResul
     Ok(BootstrapReport { from_version, created_runtime, migrations })
 }
 
+/// Checks, without changing anything, that a database opened without [`bootstrap`] has the
+/// schema this build reads (the admin CLI neither creates nor migrates one).
+pub fn check_schema(conn: &Connection) -> StoreResult<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db_err)?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    Err(StoreError::Integrity(if version == 0 {
+        "the database has no Session Pro tables yet (start the server once to create them)".to_string()
+    } else {
+        format!(
+            "the database has schema version {version}, this build reads version {SCHEMA_VERSION} \
+             (start the server once to migrate it)"
+        )
+    }))
+}
+
 /// Runs `f` in a read transaction (one consistent snapshot).
 pub fn read<T>(conn: &mut Connection, f: impl FnOnce(&mut dyn StoreTx) -> StoreResult<T>) -> StoreResult<T> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(db_err)?;
@@ -847,6 +864,18 @@ impl StoreTx for SqliteTx<'_> {
         self.count("SELECT COUNT(*) FROM payments WHERE status = 1", &[])
     }
 
+    fn report_counts(&mut self, kind: crate::reports::ReportKind) -> StoreResult<Vec<crate::reports::PeriodCounts>> {
+        report_counts(self.conn, kind)
+    }
+
+    fn count_active_users(&mut self, ts: i64) -> StoreResult<i64> {
+        self.count(
+            "SELECT COUNT(DISTINCT master_pkey) FROM payments
+             WHERE unredeemed_unix_ts_ms <= ?1 AND expiry_unix_ts_ms >= ?1 AND status != 4",
+            &[&ts],
+        )
+    }
+
     // Savepoint names are fixed identifiers chosen by the code, never user input.
     fn savepoint(&mut self, name: &str) -> StoreResult<()> {
         self.exec(&format!("SAVEPOINT {name}"), &[]).map(drop)
@@ -968,4 +997,63 @@ pub fn backup_to(target: &SqliteTarget, dest: &Path) -> StoreResult<()> {
         let _ = std::fs::remove_file(dest);
         db_err(e)
     })
+}
+
+/// The SQL of the operator reports: one row per period start (ms) with the counts of
+/// [`crate::reports::PeriodCounts`]. Each event is grouped by its own timestamp: new payments by
+/// the unredeemed time, refund requests and revocations by theirs, non-renewing payments by
+/// their expiry.
+fn report_sql(kind: crate::reports::ReportKind) -> String {
+    use crate::reports::ReportKind;
+    // SQLite date modifiers that take a time to the start of its period; for weeks, back six
+    // days and then forward to the next Monday lands on the Monday of the ISO week.
+    let modifiers = match kind {
+        ReportKind::Daily => "'start of day'",
+        ReportKind::Weekly => "'start of day', '-6 days', 'weekday 1'",
+        ReportKind::Monthly => "'start of month'",
+    };
+    let start = |col: &str| format!("CAST(strftime('%s', {col} / 1000, 'unixepoch', {modifiers}) AS INTEGER) * 1000");
+    format!(
+        "SELECT p, SUM(u), SUM(n), SUM(g), SUM(a), SUM(r), SUM(m1), SUM(m3), SUM(m12), SUM(rf), SUM(rv), SUM(c) FROM (
+            SELECT {new} AS p, status = 1 AS u, 1 AS n, payment_provider = 1 AS g, payment_provider = 2 AS a,
+                   payment_provider = 3 AS r, plan = 1 AS m1, plan = 2 AS m3, plan = 3 AS m12, 0 AS rf, 0 AS rv, 0 AS c
+              FROM payments WHERE unredeemed_unix_ts_ms > 0
+            UNION ALL
+            SELECT {refund}, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0 FROM payments WHERE refund_requested_unix_ts_ms > 0
+            UNION ALL
+            SELECT {revoked}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0 FROM payments WHERE revoked_unix_ts_ms > 0
+            UNION ALL
+            SELECT {expiry}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 FROM payments WHERE NOT auto_renewing AND status != 4
+         ) WHERE p IS NOT NULL GROUP BY p",
+        new = start("unredeemed_unix_ts_ms"),
+        refund = start("refund_requested_unix_ts_ms"),
+        revoked = start("revoked_unix_ts_ms"),
+        expiry = start("expiry_unix_ts_ms"),
+    )
+}
+
+fn report_counts(
+    conn: &Connection,
+    kind: crate::reports::ReportKind,
+) -> StoreResult<Vec<crate::reports::PeriodCounts>> {
+    let mut st = conn.prepare_cached(&report_sql(kind)).map_err(db_err)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(crate::reports::PeriodCounts {
+                period_start_ms: r.get(0)?,
+                unredeemed: int0(r, 1)?,
+                new_subs: int0(r, 2)?,
+                google: int0(r, 3)?,
+                apple: int0(r, 4)?,
+                rangeproof: int0(r, 5)?,
+                plan_1m: int0(r, 6)?,
+                plan_3m: int0(r, 7)?,
+                plan_12m: int0(r, 8)?,
+                refunds_initiated: int0(r, 9)?,
+                revoked: int0(r, 10)?,
+                cancelling: int0(r, 11)?,
+            })
+        })
+        .map_err(db_err)?;
+    rows.collect::<Result<_, _>>().map_err(db_err)
 }
