@@ -280,40 +280,16 @@ async fn delete_user_errors(cfg: &Config, engine: &Engine) {
 
 const DEV_BOX: &str = "######################################\n###                                ###\n###        Dev Mode Enabled        ###\n###                                ###\n######################################\n";
 
-fn human_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    format!("{v:.2} {}", units[i])
-}
-
 fn banner(cfg: &Config, engine: &Engine, target: &SqliteTarget, addr: SocketAddr) -> String {
-    let c = &engine.counts;
-    let size = if target.is_memory() || target.uri {
-        String::new()
-    } else {
-        std::fs::metadata(&target.path).map(|m| format!(" ({})", human_size(m.len()))).unwrap_or_default()
-    };
+    let size =
+        if target.is_memory() || target.uri { None } else { std::fs::metadata(&target.path).ok().map(|m| m.len()) };
     let mut s = String::from("\n");
     if cfg.dev {
         s.push_str(DEV_BOX);
     }
     s.push_str("Session Pro Backend\n");
-    s.push_str(&format!("  DB:                               {}{size}\n", cfg.db_display));
-    s.push_str(&format!(
-        "  Users/Revocs/Payments/Unredeemed: {}/{}/{}/{}\n",
-        c.users, c.revocations, c.payments, c.unredeemed
-    ));
-    s.push_str(&format!(
-        "  U.Errors/Google/Apple Notifs.:    {}/{}/{}\n",
-        c.user_errors, c.google_notifications, c.apple_notifications
-    ));
-    s.push_str(&format!("  Gen Index:                        {}\n", c.gen_index));
-    s.push_str(&format!("  Backend Key:                      {}\n", hex::encode(engine.backend_pubkey)));
+    s.push_str(&crate::cli::db::info_lines(&cfg.db_display, size, &engine.counts, &engine.backend_pubkey));
+    s.push('\n');
     s.push_str("  Features:\n");
     if let Some(p) = &cfg.ini_path {
         s.push_str(&format!("    Config .INI file loaded: {}\n", p.display()));
@@ -340,16 +316,4 @@ fn banner(cfg: &Config, engine: &Engine, target: &SqliteTarget, addr: SocketAddr
         s.push_str(DEV_BOX);
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(human_size(4096), "4.00 kB");
-        assert_eq!(human_size(10), "10.00 B");
-        assert_eq!(human_size(5 * 1024 * 1024 + 1), "5.00 MB");
-    }
 }

@@ -87,27 +87,25 @@ pub fn open_and_bootstrap(
     Ok((conn, report, runtime))
 }
 
-fn counts(db: &mut dyn Database, gen_index: u64) -> DbCounts {
-    read_db(db, |tx| {
-        let mut c = DbCounts { gen_index, ..Default::default() };
-        let q = |tx: &mut dyn StoreTx, table: &str| tx.count_rows(table);
-        c.users = q(tx, "users")?;
-        c.revocations = q(tx, "revocations")?;
-        c.payments = q(tx, "payments")?;
-        c.unredeemed = tx.count_unredeemed()?;
-        c.user_errors = q(tx, "user_errors")?;
-        c.google_notifications = q(tx, "google_notification_history")?;
-        c.apple_notifications = q(tx, "apple_notification_uuid_history")?;
-        Ok(c)
+/// The table counts shown in the banner and by `db info`.
+pub fn db_counts(tx: &mut dyn StoreTx) -> crate::store::StoreResult<DbCounts> {
+    Ok(DbCounts {
+        users: tx.count_rows("users")?,
+        revocations: tx.count_rows("revocations")?,
+        payments: tx.count_rows("payments")?,
+        unredeemed: tx.count_unredeemed()?,
+        user_errors: tx.count_rows("user_errors")?,
+        google_notifications: tx.count_rows("google_notification_history")?,
+        apple_notifications: tx.count_rows("apple_notification_uuid_history")?,
+        gen_index: tx.runtime()?.gen_index,
     })
-    .unwrap_or_default()
 }
 
 pub fn start(cfg: EngineConfig) -> Result<Engine, String> {
     let (conn, bootstrap, runtime) = open_and_bootstrap(&cfg.db, cfg.dev)?;
     let registry = cfg.registry.clone();
     let mut writer_db = SqliteDatabase { conn };
-    let counts = counts(&mut writer_db, runtime.gen_index);
+    let counts = read_db(&mut writer_db, db_counts).unwrap_or_default();
 
     let writer_health = ActorHealth::new("db_writer");
     let queued = Arc::new(std::sync::atomic::AtomicI64::new(0));

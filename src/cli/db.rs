@@ -50,18 +50,8 @@ pub fn info_lines(display: &str, size: Option<u64>, c: &DbCounts, backend_pubkey
 }
 
 fn counts(tx: &mut dyn StoreTx) -> StoreResult<(DbCounts, [u8; 32])> {
-    let runtime = tx.runtime()?;
-    let c = DbCounts {
-        users: tx.count_rows("users")?,
-        revocations: tx.count_rows("revocations")?,
-        payments: tx.count_rows("payments")?,
-        unredeemed: tx.count_unredeemed()?,
-        user_errors: tx.count_rows("user_errors")?,
-        google_notifications: tx.count_rows("google_notification_history")?,
-        apple_notifications: tx.count_rows("apple_notification_uuid_history")?,
-        gen_index: runtime.gen_index,
-    };
-    let public = ed25519_dalek::SigningKey::from_bytes(&runtime.backend_key).verifying_key().to_bytes();
+    let c = pro_engine::engine::db_counts(tx)?;
+    let public = ed25519_dalek::SigningKey::from_bytes(&tx.runtime()?.backend_key).verifying_key().to_bytes();
     Ok((c, public))
 }
 
