@@ -108,7 +108,7 @@ impl Source {
 
 /// The shared state the handlers and the catch-up work with.
 struct Core {
-    verifier: Verifier,
+    verifier: Arc<Verifier>,
     api: ApiClient,
     writer: WriterHandle,
     registry: Arc<Registry>,
@@ -160,7 +160,7 @@ pub fn start(
     let api = ApiClient::new(HttpClient::new(), &settings.api_base_url, key);
     let health = ActorHealth::new("apple_receiver");
     registry.add_actor(health.clone());
-    let core = Arc::new(Core { verifier, api, writer, registry, clock, health: health.clone() });
+    let core = Arc::new(Core { verifier: Arc::new(verifier), api, writer, registry, clock, health: health.clone() });
     let addr = AppleReceiver { core, catch_up: settings.catch_up }.start();
     // A notification waits for the writer, whose own handle times out first.
     let limits = HandleLimits { timeout: limits.timeout.saturating_mul(2).max(Duration::from_secs(20)), ..limits };
@@ -206,7 +206,19 @@ impl Core {
     /// Verifies, decodes and applies one signed notification.
     async fn process(&self, signed_payload: &str, source: Source) -> NotificationOutcome {
         let now = self.clock.now_ms();
-        let n = match verify_and_decode(&self.verifier, signed_payload, now) {
+        // Nine ECDSA checks (three JWS with their chains): off the actor's thread.
+        let (verifier, payload) = (self.verifier.clone(), signed_payload.to_string());
+        let decoded = tokio::task::spawn_blocking(move || verify_and_decode(&verifier, &payload, now)).await;
+        let decoded = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                let outcome = NotificationOutcome::Unavailable(format!("verification did not complete: {e}"));
+                error!("Apple notification could not be verified now: {e}");
+                self.count_notification(source, "UNVERIFIED", &outcome);
+                return outcome;
+            }
+        };
+        let n = match decoded {
             Ok(n) => n,
             Err(e) => {
                 self.registry.count(

@@ -92,7 +92,9 @@ impl TestServer {
         for (k, v) in &opts.env {
             env.insert((*k).into(), v.clone());
         }
-        let cfg = config::load_with_ini(None, &env).unwrap_or_else(|e| panic!("config: {e:?}"));
+        // `SESH_PRO_BACKEND_INI_PATH` in `opts.env` names an INI file (platform sections).
+        let ini = env.get("SESH_PRO_BACKEND_INI_PATH").filter(|p| !p.is_empty()).map(PathBuf::from);
+        let cfg = config::load_with_ini(ini.as_deref(), &env).unwrap_or_else(|e| panic!("config: {e:?}"));
         let clock = ManualClock::new(opts.now);
         let server = app::start(&cfg, clock.clone(), StartOptions { http_workers: 2, pruner: false }).await.unwrap();
         let handle = server.handle.clone();
