@@ -566,3 +566,30 @@ async fn unreadable_or_bad_apple_files_stop_start_up() {
         assert!(e.contains(expected), "{to}: {e}");
     }
 }
+
+/// Sends a body to the Apple route inside an onion request; returns the inner HTTP code.
+async fn via_onion(s: &TestServer, body: &[u8]) -> String {
+    use crate::onion_client::{Enc, KeyEncoding, OnionClient, decode_response};
+    let c = OnionClient::new(s.state.onion_pubkey, Enc::XChaCha, None);
+    let r = s.post("/oxen/v4/lsrpc", c.wrap("POST", "/apple_notifications_v2", Some(body), KeyEncoding::Hex)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let (meta, _) = decode_response(&c.open(&r.body).unwrap());
+    let meta: Value = serde_json::from_str(&meta).unwrap();
+    meta["code"].to_string()
+}
+
+#[actix_web::test]
+async fn onion_requests_reach_the_route_only_when_enabled() {
+    let plain = TestServer::start(Opts::prod(START)).await;
+    assert_eq!(via_onion(&plain, b"{}").await, "404");
+    plain.stop().await;
+
+    let a = setup(NO_API, true);
+    let s = a.start(START).await;
+    let sub = purchase(PRODUCT_1_MONTH, START - 60_000, START + 30 * DAY_MS);
+    let body = json!({ "signedPayload": a.notification("SUBSCRIBED", None, START, Some(&sub)) });
+    assert_eq!(via_onion(&s, &serde_json::to_vec(&body).unwrap()).await, "200");
+    assert_eq!(count(&s, "SELECT COUNT(*) FROM payments"), 1);
+    assert_eq!(via_onion(&s, b"{}").await, "500");
+    s.stop().await;
+}

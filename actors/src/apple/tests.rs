@@ -1057,3 +1057,34 @@ fn store_key_uses_the_exact_identity() {
     assert!(handle(&mut c, other_period, 1759388855473).is_err());
     assert!(rows(&c)[0].auto_renewing);
 }
+
+#[test]
+fn auto_redeem_deadline_boundary() {
+    // A renewal is claimed for the subscription's owner only while the owner's entitlement
+    // (with grace, for a renewing subscription) has not lapsed.
+    for (offset, claimed) in [(-1, true), (0, true), (1, false)] {
+        let mut c = db();
+        let key = ed25519_dalek::SigningKey::from_bytes(&MASTER).verifying_key().to_bytes();
+        let first = tx_spec();
+        handle(&mut c, note("SUBSCRIBED", Some("INITIAL_BUY"), Some(tx_of(&first))), NOW).unwrap();
+        claim(&mut c, &key, &first.tx_id, NOW);
+        let (expiry, grace): (i64, i64) = c
+            .query_row("SELECT expiry_unix_ts_ms, grace_period_duration_ms FROM users", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert!(expiry >= first.expires, "the cached expiry includes the period");
+        let purchase = expiry + grace + offset;
+        let renewal = TxSpec {
+            tx_id: "7000000000000009".into(),
+            web_order: "7000000000000010".into(),
+            purchase,
+            expires: purchase + 30 * 86_400_000,
+            ..first.clone()
+        };
+        handle(&mut c, note("DID_RENEW", None, Some(tx_of(&renewal))), purchase).unwrap();
+        let r = rows(&c);
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[1].status == 2, r[1].owned), (claimed, claimed), "offset {offset}");
+    }
+}
