@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
+use pro_engine::apple::api::{PRODUCTION_BASE_URL, SANDBOX_BASE_URL};
+use pro_engine::apple::verify::Environment;
+use pro_engine::apple_receiver::{self, AppleSettings};
 use pro_engine::clock::SharedClock;
 use pro_engine::db_writer::{DeleteUserError, Write};
 use pro_engine::domain::types::PaymentProvider;
@@ -18,7 +21,7 @@ use pro_engine::store::sqlite::{self, SqliteTarget};
 use pro_engine::webhook_logger;
 use tracing::{info, warn};
 
-use crate::config::{Config, DbLocation};
+use crate::config::{AppleConfig, Config, DbLocation};
 use crate::http::{self, AppState};
 use crate::telemetry::{self, RotatingFile};
 
@@ -42,9 +45,6 @@ impl Default for StartOptions {
 /// Options whose feature is not built yet; starting with them would silently do nothing.
 pub fn unsupported(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    if cfg.with_platform_apple {
-        out.push("with_platform_apple: Apple App Store notifications are not supported by this build yet".into());
-    }
     if let DbLocation::Postgres { .. } = cfg.db {
         out.push("db_url: PostgreSQL databases are not supported by this build yet".into());
     }
@@ -192,6 +192,16 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
     } else {
         None
     };
+    let apple = match cfg.apple.as_ref().filter(|_| cfg.with_platform_apple) {
+        Some(a) => Some(apple_receiver::start(
+            apple_settings(a)?,
+            engine.writer.clone(),
+            engine.registry.clone(),
+            clock.clone(),
+            HandleLimits::default(),
+        )?),
+        None => None,
+    };
 
     let state = web::Data::new(AppState {
         writer: engine.writer.clone(),
@@ -206,6 +216,7 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
         gen_index_salt: engine.gen_index_salt,
         max_body_bytes: cfg.max_request_body_bytes,
         google,
+        apple,
     });
     let app_state = state.clone();
     let http_server =
@@ -252,6 +263,31 @@ pub fn daily_reports(target: &SqliteTarget, job_ts: i64) -> Vec<String> {
             Vec::new()
         }
     }
+}
+
+/// Reads the Apple key and root certificates named by `[apple]`; an unreadable file stops start-up.
+fn apple_settings(a: &AppleConfig) -> Result<AppleSettings, String> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p)
+            .map_err(|e| format!("Platform Apple was enabled but we are unable to read the path: {}: {e}", p.display()))
+    };
+    let mut roots = Vec::new();
+    for p in [&a.root_cert_path, &a.root_cert_ca_g2_path, &a.root_cert_ca_g3_path] {
+        roots.push((p.display().to_string(), read(p)?));
+    }
+    let environment = if a.sandbox_env { Environment::Sandbox } else { Environment::Production };
+    let default_url = if a.sandbox_env { SANDBOX_BASE_URL } else { PRODUCTION_BASE_URL };
+    Ok(AppleSettings {
+        roots,
+        environment,
+        bundle_id: a.bundle_id.clone(),
+        app_apple_id: a.app_id,
+        key_id: a.key_id.clone(),
+        issuer_id: a.issuer_id.clone(),
+        p8_key: read(&a.key_path)?,
+        api_base_url: a.api_base_url.clone().unwrap_or_else(|| default_url.to_string()),
+        catch_up: true,
+    })
 }
 
 /// Deletes the user errors named by `delete_user_errors` and carries on.
@@ -310,6 +346,10 @@ fn banner(cfg: &Config, engine: &Engine, target: &SqliteTarget, addr: SocketAddr
     }
     for w in &cfg.webhooks {
         s.push_str(&format!("    Webhook Logger: Enabled (display name: {})\n", w.name));
+    }
+    if let Some(a) = cfg.apple.as_ref().filter(|_| cfg.with_platform_apple) {
+        let env = if a.sandbox_env { "Sandbox" } else { "Production" };
+        s.push_str(&format!("    Platform: {env} Apple iOS App Store notification handling enabled\n"));
     }
     s.push_str(&format!("    Listening on: http://{addr}\n"));
     if cfg.dev {

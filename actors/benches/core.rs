@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the CPU work behind each request: the BLAKE2b request digests, the
 //! generation hash, issuing a proof (digest + Ed25519 sign), strict signature verification and
-//! the entitlement lookup. Run with `cargo bench -p pro-engine --bench core`.
+//! the entitlement lookup, and verifying an Apple notification. Run with `cargo bench -p pro-engine --bench core`.
 //!
 //! Sample sizes and measurement times are kept small so the whole run takes well under a
 //! minute; the figures are for orientation, not for detecting small regressions.
@@ -104,6 +104,27 @@ fn lookup(c: &mut Criterion) {
     c.bench_function("compute_entitlement/20_rows", |b| b.iter(|| compute_entitlement(black_box(&rows))));
 }
 
+/// A whole Apple notification: outer, transaction and renewal JWS, each with its chain
+/// (Apple's sandbox vector #1 against Apple Root CA G3).
+fn apple(c: &mut Criterion) {
+    use pro_engine::apple::notification::verify_and_decode;
+    use pro_engine::apple::verify::{Environment, Verifier};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/apple/");
+    let (Ok(jws), Ok(root)) =
+        (std::fs::read_to_string(format!("{dir}01-did_renew.jws")), std::fs::read(format!("{dir}AppleRootCA-G3.cer")))
+    else {
+        return;
+    };
+    let Ok(v) = Verifier::new(&[("G3".into(), root)], Environment::Sandbox, "com.loki-project.loki-messenger", None)
+    else {
+        return;
+    };
+    let jws = jws.trim().to_string();
+    c.bench_function("apple/verify_and_decode_notification", |b| {
+        b.iter(|| verify_and_decode(&v, black_box(&jws), 1_759_302_518_835).is_ok())
+    });
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
@@ -114,6 +135,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = core;
     config = config();
-    targets = digests, signatures, lookup
+    targets = digests, signatures, lookup, apple
 }
 criterion_main!(core);

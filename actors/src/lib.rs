@@ -4,6 +4,8 @@
 //! owns the database; the actor modules own one resource each and are reached only through
 //! their handles.
 
+pub mod apple;
+pub mod apple_receiver;
 pub mod clock;
 pub mod db_reader;
 pub mod db_writer;

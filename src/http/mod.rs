@@ -2,6 +2,7 @@
 //! go through, so routing, 404/405 rules and envelopes are identical either way.
 
 pub mod add_pro_payment;
+pub mod apple_notifications;
 pub mod checks;
 pub mod generate_pro_proof;
 pub mod get_pro_details;
@@ -18,6 +19,7 @@ use actix_web::http::{Method, StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use pro_engine::apple_receiver::AppleHandle;
 use pro_engine::clock::SharedClock;
 use pro_engine::db_reader::ReaderHandle;
 use pro_engine::db_writer::WriterHandle;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Set when Google Play is enabled: claims of Google payments are acknowledged through it.
     pub google: Option<GoogleHandle>,
+    /// Present when Apple notifications are handled (`with_platform_apple`).
+    pub apple: Option<AppleHandle>,
 }
 
 /// The routes this server answers.
@@ -55,6 +59,7 @@ pub enum Route {
     GetProDetails,
     SetPaymentRefundRequested,
     Onion,
+    AppleNotifications,
     Metrics,
     Health,
 }
@@ -69,6 +74,7 @@ impl Route {
             "/get_pro_details" => Self::GetProDetails,
             "/set_payment_refund_requested" => Self::SetPaymentRefundRequested,
             "/oxen/v4/lsrpc" => Self::Onion,
+            "/apple_notifications_v2" => Self::AppleNotifications,
             "/metrics" => Self::Metrics,
             "/health" => Self::Health,
             _ => return None,
@@ -83,8 +89,17 @@ impl Route {
             Self::GetProDetails => "/get_pro_details",
             Self::SetPaymentRefundRequested => "/set_payment_refund_requested",
             Self::Onion => "/oxen/v4/lsrpc",
+            Self::AppleNotifications => "/apple_notifications_v2",
             Self::Metrics => "/metrics",
             Self::Health => "/health",
+        }
+    }
+
+    /// Whether this server answers the route (platform routes exist only when enabled).
+    fn enabled(self, state: &AppState) -> bool {
+        match self {
+            Self::AppleNotifications => state.apple.is_some(),
+            _ => true,
         }
     }
 
@@ -166,8 +181,8 @@ pub enum Target {
     Immediate(Reply),
 }
 
-pub fn resolve(method: &Method, path: &str) -> (Option<Route>, Target) {
-    let Some(route) = Route::from_path(path) else {
+pub fn resolve(state: &AppState, method: &Method, path: &str) -> (Option<Route>, Target) {
+    let Some(route) = Route::from_path(path).filter(|r| r.enabled(state)) else {
         return (None, Target::Immediate(Reply::not_found()));
     };
     let (wanted, allow) = route.method();
@@ -190,6 +205,7 @@ pub async fn run(state: &AppState, route: Route, body: &[u8]) -> Reply {
         Route::GetProDetails => get_pro_details::handle(state, body).await,
         Route::SetPaymentRefundRequested => set_payment_refund_requested::handle(state, body).await,
         Route::Onion => return onion::handle(state, body, 0).await,
+        Route::AppleNotifications => return apple_notifications::handle(state, body).await,
         Route::Metrics => return ops::metrics(state),
         Route::Health => return ops::health(state),
     };
@@ -214,6 +230,7 @@ pub fn body_limit(state: &AppState, route: Route) -> usize {
 pub fn too_large(state: &AppState, route: Route) -> Reply {
     match route {
         Route::Onion => onion::outer_rejected(state),
+        Route::AppleNotifications => apple_notifications::retry_later(),
         _ => Reply::envelope(Envelope::err1(
             json::STATUS_PARSE_ERROR,
             format!(
@@ -250,12 +267,13 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
 /// The single actix entry point for every path and method.
 pub async fn entry(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
     let started = Instant::now();
-    let (route, target) = resolve(req.method(), req.path());
+    let (route, target) = resolve(&state, req.method(), req.path());
     let reply = match target {
         Target::Immediate(reply) => reply,
         Target::Run(route) => match read_body(&req, payload, body_limit(&state, route)).await {
             Ok(body) => run(&state, route, &body).await,
             Err(BodyError::TooLarge) => too_large(&state, route),
+            Err(BodyError::Broken(_)) if route == Route::AppleNotifications => apple_notifications::retry_later(),
             Err(BodyError::Broken(e)) => Reply::envelope(Envelope::err1(
                 json::STATUS_PARSE_ERROR,
                 format!("JSON failed to be parsed: request body could not be read: {e}"),

@@ -80,7 +80,7 @@ fn dispatch(state: &AppState, req: InnerRequest, depth: u8) -> Pin<Box<dyn Futur
 
 async fn dispatch_inner(state: &AppState, req: InnerRequest, depth: u8) -> Vec<u8> {
     let Ok(method) = Method::from_bytes(req.method.as_bytes()) else { return invalid_request_response() };
-    let (route, target) = resolve(&method, &req.path);
+    let (route, target) = resolve(state, &method, &req.path);
     let reply = match target {
         Target::Immediate(reply) => reply,
         Target::Run(r) if req.body.len() > body_limit(state, r) => too_large(state, r),

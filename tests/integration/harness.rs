@@ -102,7 +102,11 @@ impl TestServer {
             std::fs::write(d.path().join("backend.ini"), text).unwrap();
             d
         });
-        let ini_path = ini_dir.as_ref().map(|d| d.path().join("backend.ini"));
+        // An INI given as text, or one named by `SESH_PRO_BACKEND_INI_PATH` in `opts.env`.
+        let ini_path = ini_dir
+            .as_ref()
+            .map(|d| d.path().join("backend.ini"))
+            .or_else(|| env.get("SESH_PRO_BACKEND_INI_PATH").filter(|p| !p.is_empty()).map(PathBuf::from));
         let cfg = config::load_with_ini(ini_path.as_deref(), &env).unwrap_or_else(|e| panic!("config: {e:?}"));
         let clock = ManualClock::new(opts.now);
         // Short pauses so Google tests never wait long; retries are driven by the clock.

@@ -1,6 +1,8 @@
 //! Integration tests: the real app on 127.0.0.1:0 with a temporary database, driven over HTTP.
 
 mod api_examples;
+mod apple;
+mod apple_catchup;
 mod bad_input;
 mod cli;
 mod client;
