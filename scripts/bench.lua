@@ -4,6 +4,8 @@
 --   BODIES      file with one JSON request body per line (written by `bench-gen bodies`)
 --   ROUTE_PATH  path to POST to, e.g. /generate_pro_proof
 --   THREADS     the wrk -t value (wrk does not tell the script how many threads it starts)
+--   ONION       "1" when the lines are hex-encoded onion requests for /oxen/v4/lsrpc; their
+--               answers are encrypted, so only the HTTP status is checked
 --
 -- The lines are dealt out round-robin: thread k of n takes lines k+1, k+1+n, k+1+2n, ... so
 -- every thread starts at a different offset and no two threads ever send the same body. A
@@ -27,6 +29,11 @@ local bodies = {}
 local cursor = 1
 local headers = { ["Content-Type"] = "application/json" }
 local path
+local onion = false
+
+local function unhex(h)
+   return (h:gsub("..", function(pair) return string.char(tonumber(pair, 16)) end))
+end
 
 errors = 0
 wraps = 0
@@ -35,6 +42,10 @@ sample_error = nil
 function init(args)
    local file = os.getenv("BODIES")
    path = os.getenv("ROUTE_PATH")
+   onion = os.getenv("ONION") == "1"
+   if onion then
+      headers = { ["Content-Type"] = "application/octet-stream" }
+   end
    thread_total = tonumber(os.getenv("THREADS") or "")
    if not file or not path or not thread_total then
       error("BODIES, ROUTE_PATH and THREADS must be set")
@@ -44,7 +55,7 @@ function init(args)
    for line in handle:lines() do
       if line ~= "" then
          if n % thread_total == thread_index then
-            bodies[#bodies + 1] = line
+            bodies[#bodies + 1] = onion and unhex(line) or line
          end
          n = n + 1
       end
@@ -66,7 +77,7 @@ function request()
 end
 
 function response(status, hdrs, body)
-   if status ~= 200 or not string.find(body, '"status":0}%s*$') then
+   if status ~= 200 or (not onion and not string.find(body, '"status":0}%s*$')) then
       errors = errors + 1
       if sample_error == nil then
          sample_error = "HTTP " .. status .. " " .. string.sub(body, 1, 400)

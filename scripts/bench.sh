@@ -113,21 +113,30 @@ to_ms() {
     }'
 }
 
-ROUTES=(generate_pro_proof get_pro_details get_pro_revocations add_pro_payment)
+# A route followed by "@onion" is the same load wrapped in onion requests to /oxen/v4/lsrpc.
+ROUTES=(generate_pro_proof generate_pro_proof@onion get_pro_details get_pro_revocations get_pro_revocations@onion
+    add_pro_payment)
 declare -A RPS P50 P99 ERRS HWM RSS CPU SAMPLE
 for route in "${ROUTES[@]}"; do
     echo "== $route"
-    case "$route" in
+    base=${route%@onion}
+    ONION=0
+    ROUTE_PATH="/$base"
+    if [[ "$route" == *@onion ]]; then
+        ONION=1
+        ROUTE_PATH=/oxen/v4/lsrpc
+    fi
+    case "$base" in
         generate_pro_proof | get_pro_details) COUNT=20000 ;;
         get_pro_revocations) COUNT=1000 ;;
         # Every body claims a new payment exactly once: make more than a run can send.
         add_pro_payment) COUNT=$((DUR * 10000)) ;;
     esac
     BODIES="$WORK/$route.jsonl"
-    "$GEN" bodies --route "$route" --count "$COUNT" --seeds "$WORK/seeds.txt" --out "$BODIES"
+    "$GEN" bodies --route "$base" --count "$COUNT" --seeds "$WORK/seeds.txt" --onion "$ONION" --out "$BODIES"
 
     TICKS0=$(server_ticks)
-    BODIES="$BODIES" ROUTE_PATH="/$route" THREADS="$THREADS" \
+    BODIES="$BODIES" ROUTE_PATH="$ROUTE_PATH" THREADS="$THREADS" ONION="$ONION" \
         wrk -t"$THREADS" -c"$CONN" -d"${DUR}s" --latency -s scripts/bench.lua "$URL" >"$WORK/wrk.$route.txt"
     TICKS1=$(server_ticks)
     sed -e '/^bench_/d' "$WORK/wrk.$route.txt"
@@ -162,6 +171,10 @@ for route in "${ROUTES[@]}"; do
         "${ERRS[$route]}" "${CPU[$route]}" "${HWM[$route]}"
 done
 echo "start to first answer: ${START_MS} ms"
+for base in generate_pro_proof get_pro_revocations; do
+    awk -v d="${RPS[$base]}" -v o="${RPS[$base@onion]}" -v r="$base" 'BEGIN {
+        printf "%s through onion requests: %.0f%% of the direct rate\n", r, 100 * o / d }'
+done
 # Each generate_pro_proof verifies two signatures and signs one proof; with every core doing
 # nothing else, that bounds its throughput.
 awk -v c="$CORES" -v s="$SIGN_PER_S" -v v="$VERIFY_PER_S" -v r="${RPS[generate_pro_proof]}" 'BEGIN {

@@ -125,6 +125,44 @@ fn apple(c: &mut Criterion) {
     });
 }
 
+/// The server's share of one onion request: key agreement, opening the request and sealing an
+/// answer of typical size.
+fn onion(c: &mut Criterion) {
+    use pro_engine::onion::{Cipher, decrypt, derive_key, encrypt, parse_inner, parse_outer};
+    let server_secret = [0x42u8; 32];
+    let server_public = x25519_dalek::x25519(server_secret, x25519_dalek::X25519_BASEPOINT_BYTES);
+    let client_secret = [0x07u8; 32];
+    let client_public = x25519_dalek::x25519(client_secret, x25519_dalek::X25519_BASEPOINT_BYTES);
+    let shared = x25519_dalek::x25519(client_secret, server_public);
+    let key = derive_key(Cipher::XChaCha20Poly1305, &shared, &client_public, &server_public);
+    let inner = br#"l97:{"method":"POST","endpoint":"/get_pro_revocations","headers":{"Content-Type":"application/json"}}24:{"version":0,"ticket":0}e"#;
+    let blob = encrypt(Cipher::XChaCha20Poly1305, &key, inner).unwrap();
+    let mut wire = (blob.len() as u32).to_le_bytes().to_vec();
+    wire.extend_from_slice(&blob);
+    wire.extend_from_slice(
+        format!(r#"{{"ephemeral_key":"{}","enc_type":"xchacha20"}}"#, hex::encode(client_public)).as_bytes(),
+    );
+    let reply = [b'x'; 150];
+    let mut g = c.benchmark_group("onion");
+    g.bench_function("x25519_agreement", |b| {
+        b.iter(|| x25519_dalek::x25519(black_box(server_secret), black_box(client_public)))
+    });
+    g.bench_function("x25519_via_edwards", |b| {
+        b.iter(|| pro_engine::domain::keys::x25519_agree(black_box(&server_secret), black_box(&client_public)))
+    });
+    g.bench_function("open_and_seal", |b| {
+        b.iter(|| {
+            let outer = parse_outer(black_box(&wire)).unwrap();
+            let s = pro_engine::domain::keys::x25519_agree(&server_secret, &outer.ephemeral_key);
+            let k = derive_key(outer.cipher, &s, &outer.ephemeral_key, &server_public);
+            let plain = decrypt(outer.cipher, &k, outer.blob).unwrap();
+            black_box(parse_inner(&plain));
+            encrypt(outer.cipher, &k, &reply)
+        })
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
@@ -135,6 +173,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = core;
     config = config();
-    targets = digests, signatures, lookup, apple
+    targets = digests, signatures, lookup, apple, onion
 }
 criterion_main!(core);

@@ -9,11 +9,10 @@ use ed25519_dalek::{Signer, SigningKey};
 
 use crate::clock::SharedClock;
 use crate::domain::hashes::proof_hash;
-use crate::domain::keys::x25519_secret_from_ed25519_seed;
+use crate::domain::keys::{x25519_agree, x25519_secret_from_ed25519_seed};
 use crate::handle::{Handle, HandleLimits};
 use crate::health::ActorHealth;
 use crate::onion::{self, Cipher};
-use x25519_dalek::{PublicKey, StaticSecret};
 
 /// The fields of a proof; the signer builds the digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +42,7 @@ impl Message for OnionKey {
 pub struct ProofSigner {
     key: SigningKey,
     /// The backend key converted to X25519, for onion requests.
-    onion_secret: StaticSecret,
+    onion_secret: [u8; 32],
     onion_public: [u8; 32],
     health: Arc<ActorHealth>,
     clock: SharedClock,
@@ -53,12 +52,13 @@ impl Handler<OnionKey> for ProofSigner {
     type Result = Option<[u8; 32]>;
 
     fn handle(&mut self, msg: OnionKey, _: &mut Self::Context) -> Self::Result {
-        let shared = self.onion_secret.diffie_hellman(&PublicKey::from(msg.client_pubkey));
+        let shared = x25519_agree(&self.onion_secret, &msg.client_pubkey);
         self.health.record_success(self.clock.now_ms());
-        if !shared.was_contributory() {
+        // A low-order client key yields the all-zero secret: refuse it, as libsodium does.
+        if shared == [0; 32] {
             return None;
         }
-        Some(onion::derive_key(msg.cipher, shared.as_bytes(), &msg.client_pubkey, &self.onion_public))
+        Some(onion::derive_key(msg.cipher, &shared, &msg.client_pubkey, &self.onion_public))
     }
 }
 
@@ -93,14 +93,14 @@ pub fn start(
     limits: HandleLimits,
 ) -> (SignerHandle, BackendPublicKeys) {
     let key = SigningKey::from_bytes(&seed);
-    let onion_secret = StaticSecret::from(x25519_secret_from_ed25519_seed(&seed));
-    let onion_public = PublicKey::from(&onion_secret).to_bytes();
+    let onion_secret = x25519_secret_from_ed25519_seed(&seed);
+    let onion_public = x25519_dalek::x25519(onion_secret, x25519_dalek::X25519_BASEPOINT_BYTES);
     let public = BackendPublicKeys { ed25519: key.verifying_key().to_bytes(), x25519: onion_public };
     let health = ActorHealth::new("proof_signer");
     let h = health.clone();
     let addr = SyncArbiter::start(threads.max(1), move || ProofSigner {
         key: key.clone(),
-        onion_secret: onion_secret.clone(),
+        onion_secret,
         onion_public,
         health: h.clone(),
         clock: clock.clone(),

@@ -29,8 +29,9 @@ const USAGE: &str = "\
 usage:
   bench-gen crypto-rate [--millis N]
   bench-gen setup --url http://127.0.0.1:PORT --users N --out FILE [--threads N]
-  bench-gen bodies --route ROUTE --count N [--seeds FILE] --out FILE
+  bench-gen bodies --route ROUTE --count N [--seeds FILE] [--onion 1] --out FILE
       ROUTE: generate_pro_proof | get_pro_details | get_pro_revocations | add_pro_payment
+      --onion 1 wraps each body in an onion request to a dev-mode server (hex, one per line)
   bench-gen free-port
   bench-gen wait-health --url http://127.0.0.1:PORT [--timeout-ms N]";
 
@@ -92,6 +93,36 @@ impl Flags {
             (None, None) => Err(format!("missing --{name}")),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Onion requests
+
+/// The onion (X25519) key of a dev-mode server, whose backend key is the fixed 0xCD seed.
+fn dev_server_onion_key() -> Res<[u8; 32]> {
+    let ed = SigningKey::from_bytes(&[0xCD; 32]).verifying_key().to_bytes();
+    pro_engine::domain::keys::x25519_public_from_ed25519(&ed).ok_or_else(|| "bad dev key".to_string())
+}
+
+/// Wraps one JSON body the way Session clients send it: a bencoded inner request sealed with
+/// XChaCha20-Poly1305 under a key agreed with a fresh ephemeral X25519 key.
+fn onion_wrap(server: &[u8; 32], route: &str, body: &[u8]) -> Vec<u8> {
+    use pro_engine::onion::{Cipher, derive_key, encrypt};
+    let secret: [u8; 32] = random_bytes();
+    let public = x25519_dalek::x25519(secret, x25519_dalek::X25519_BASEPOINT_BYTES);
+    let shared = x25519_dalek::x25519(secret, *server);
+    let key = derive_key(Cipher::XChaCha20Poly1305, &shared, &public, server);
+    let meta = format!(r#"{{"method":"POST","endpoint":"/{route}","headers":{{"Content-Type":"application/json"}}}}"#);
+    let mut inner = format!("l{}:{meta}{}:", meta.len(), body.len()).into_bytes();
+    inner.extend_from_slice(body);
+    inner.push(b'e');
+    let blob = encrypt(Cipher::XChaCha20Poly1305, &key, &inner).unwrap_or_default();
+    let mut out = (blob.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&blob);
+    out.extend_from_slice(
+        format!(r#"{{"ephemeral_key":"{}","enc_type":"xchacha20-poly1305"}}"#, hex::encode(public)).as_bytes(),
+    );
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -426,14 +457,17 @@ fn bodies(flags: &Flags) -> Res<()> {
     };
 
     let now = now_ms();
+    let onion = flags.num("onion", Some(0))? != 0;
+    let server_x25519 = dev_server_onion_key()?;
     let make = |i: usize| -> String {
-        match route {
+        let body = match route {
             "generate_pro_proof" => generate_proof_body(&seeds[i % seeds.len()], now),
             "get_pro_details" => get_details_body(&seeds[i % seeds.len()], now),
             "get_pro_revocations" => json!({"version": 0, "ticket": 0}),
             _ => add_payment_body(&random_key(), None),
         }
-        .to_string()
+        .to_string();
+        if onion { hex::encode(onion_wrap(&server_x25519, route, body.as_bytes())) } else { body }
     };
 
     // Signing dominates; spread the lines over every core, each worker filling one slice.
