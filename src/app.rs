@@ -9,10 +9,11 @@ use actix_web::{App, HttpServer, web};
 use pro_engine::clock::SharedClock;
 use pro_engine::db_writer::{DeleteUserError, Write};
 use pro_engine::domain::types::PaymentProvider;
-use pro_engine::engine::{self, Engine, EngineConfig};
+use pro_engine::engine::{self, DbTarget, Engine, EngineConfig};
 use pro_engine::expiry_pruner::Maintenance;
 use pro_engine::handle::HandleLimits;
 use pro_engine::health::Registry;
+use pro_engine::store::postgres::{self, PgDatabase, PgTarget};
 use pro_engine::store::sqlite::{self, SqliteTarget};
 use pro_engine::webhook_logger;
 use tracing::{info, warn};
@@ -45,19 +46,19 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     if cfg.with_platform_google {
         out.push("with_platform_google: Google Play notifications are not supported by this build yet".into());
     }
-    if let DbLocation::Postgres { .. } = cfg.db {
-        out.push("db_url: PostgreSQL databases are not supported by this build yet".into());
-    }
     out
 }
 
-fn sqlite_target(cfg: &Config) -> Result<SqliteTarget, String> {
+/// The backend and place the configuration names.
+fn db_target(cfg: &Config) -> Result<DbTarget, String> {
     match &cfg.db {
         DbLocation::SqliteFile { path, uri } => {
-            Ok(SqliteTarget { path: path.to_string_lossy().into_owned(), uri: *uri })
+            Ok(SqliteTarget { path: path.to_string_lossy().into_owned(), uri: *uri }.into())
         }
-        DbLocation::SqliteMemory => Ok(SqliteTarget::memory()),
-        DbLocation::Postgres { .. } => Err("PostgreSQL databases are not supported by this build yet".into()),
+        DbLocation::SqliteMemory => Ok(SqliteTarget::memory().into()),
+        DbLocation::Postgres { url } => PgTarget::parse(url)
+            .map(DbTarget::from)
+            .map_err(|e| format!("Failed to open/connect to DB at {}: {e}", cfg.db_display)),
     }
 }
 
@@ -110,9 +111,20 @@ async fn next_signal() -> &'static str {
 
 /// Prints every table to stdout (the `print_tables` option) without starting anything.
 pub fn print_tables(cfg: &Config) -> Result<(), String> {
-    let target = sqlite_target(cfg)?;
-    let (conn, _, _) = engine::open_and_bootstrap(&target, cfg.dev)?;
-    let tables = sqlite::dump_tables(&conn).map_err(|e| format!("Failed to read the tables: {e}"))?;
+    let tables = match db_target(cfg)? {
+        DbTarget::Sqlite(target) => {
+            let (conn, _, _) = engine::open_and_bootstrap(&target, cfg.dev)?;
+            sqlite::dump_tables(&conn).map_err(|e| format!("Failed to read the tables: {e}"))?
+        }
+        DbTarget::Postgres(target) => {
+            engine::open_and_bootstrap_postgres(&target, cfg.dev)?;
+            postgres::off_async(move || {
+                let mut db = PgDatabase::open(std::sync::Arc::new(target))?;
+                postgres::dump_tables(db.client()?)
+            })?
+            .map_err(|e| format!("Failed to read the tables: {e}"))?
+        }
+    };
     let mut out = String::new();
     for t in &tables {
         out.push_str(&crate::tables::render_table(t));
@@ -136,7 +148,7 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
     if !problems.is_empty() {
         return Err(format!("Failed to startup, invalid configuration options:\n  {}", problems.join("\n  ")));
     }
-    let target = sqlite_target(cfg)?;
+    let target = db_target(cfg)?;
     // Claim the address before anything starts, so a busy port fails cleanly and early.
     let listener =
         std::net::TcpListener::bind(&cfg.listen).map_err(|e| format!("Failed to listen on {}: {e}", cfg.listen))?;
@@ -157,12 +169,13 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
         warn!("{w}");
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let maintenance = Maintenance {
-        backup_db: (!target.is_memory() && !target.uri).then(|| target.clone()),
-        db_display: cfg.db_display.clone(),
-        notifier: hub.clone(),
-        reports: None,
+    // Backups are of SQLite files only; a PostgreSQL database is backed up by its own tools.
+    let backup_db = match &target {
+        DbTarget::Sqlite(t) => (!t.is_memory() && !t.uri).then(|| t.clone()),
+        DbTarget::Postgres(_) => None,
     };
+    let maintenance =
+        Maintenance { backup_db, db_display: cfg.db_display.clone(), notifier: hub.clone(), reports: None };
     let engine = engine::start(EngineConfig {
         db: target.clone(),
         dev: cfg.dev,
@@ -247,12 +260,13 @@ fn human_size(bytes: u64) -> String {
     format!("{v:.2} {}", units[i])
 }
 
-fn banner(cfg: &Config, engine: &Engine, target: &SqliteTarget, addr: SocketAddr) -> String {
+fn banner(cfg: &Config, engine: &Engine, target: &DbTarget, addr: SocketAddr) -> String {
     let c = &engine.counts;
-    let size = if target.is_memory() || target.uri {
-        String::new()
-    } else {
-        std::fs::metadata(&target.path).map(|m| format!(" ({})", human_size(m.len()))).unwrap_or_default()
+    let size = match target {
+        DbTarget::Sqlite(t) if !t.is_memory() && !t.uri => {
+            std::fs::metadata(&t.path).map(|m| format!(" ({})", human_size(m.len()))).unwrap_or_default()
+        }
+        _ => String::new(),
     };
     let mut s = String::from("\n");
     if cfg.dev {

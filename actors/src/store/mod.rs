@@ -5,6 +5,7 @@
 //! of it, so the rules (claiming, revoking, pruning…) cannot drift between backends.
 
 pub mod ops;
+pub mod postgres;
 pub mod rows;
 pub mod schema;
 pub mod sqlite;
