@@ -215,7 +215,7 @@ async fn daily_job_backs_up_rotates_and_reports_its_work() {
     let hub = webhook_logger::start(&[("Ops".to_string(), sink.start())], &registry);
     let clock: SharedClock = pro_engine::ManualClock::new(1796428800000);
     let e = engine::start(EngineConfig {
-        db: target.clone(),
+        db: target.clone().into(),
         dev: false,
         readers: 1,
         signers: 1,
