@@ -126,6 +126,16 @@ server_ticks() {
     stat=${stat##*) }
     awk '{ print $12 + $13 }' <<<"$stat"
 }
+# CPU time of every PostgreSQL server process, in clock ticks (0 without PostgreSQL).
+db_ticks() {
+    local total=0 pid stat
+    for pid in $(pgrep -x postgres || true); do
+        stat=$(<"/proc/$pid/stat") 2>/dev/null || continue
+        stat=${stat##*) }
+        total=$((total + $(awk '{ print $12 + $13 }' <<<"$stat")))
+    done
+    echo "$total"
+}
 status_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$SERVER_PID/status"; }
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -141,7 +151,7 @@ to_ms() {
 }
 
 ROUTES=(generate_pro_proof get_pro_details get_pro_revocations add_pro_payment)
-declare -A RPS P50 P99 ERRS HWM RSS CPU SAMPLE
+declare -A RPS P50 P99 ERRS HWM RSS CPU DBCPU SAMPLE
 for route in "${ROUTES[@]}"; do
     echo "== $route"
     case "$route" in
@@ -154,9 +164,11 @@ for route in "${ROUTES[@]}"; do
     "$GEN" bodies --route "$route" --count "$COUNT" --seeds "$WORK/seeds.txt" --out "$BODIES"
 
     TICKS0=$(server_ticks)
+    DB0=$(db_ticks)
     BODIES="$BODIES" ROUTE_PATH="/$route" THREADS="$THREADS" \
         wrk -t"$THREADS" -c"$CONN" -d"${DUR}s" --latency -s scripts/bench.lua "$URL" >"$WORK/wrk.$route.txt"
     TICKS1=$(server_ticks)
+    DB1=$(db_ticks)
     sed -e '/^bench_/d' "$WORK/wrk.$route.txt"
 
     out="$WORK/wrk.$route.txt"
@@ -176,17 +188,18 @@ for route in "${ROUTES[@]}"; do
         echo "first error response: ${SAMPLE[$route]}"
     fi
     CPU[$route]=$(awk -v t="$((TICKS1 - TICKS0))" -v hz="$CLK_TCK" -v d="$DUR" 'BEGIN { printf "%.0f", 100 * t / hz / d }')
+    DBCPU[$route]=$(awk -v t="$((DB1 - DB0))" -v hz="$CLK_TCK" -v d="$DUR" 'BEGIN { printf "%.0f", 100 * t / hz / d }')
     HWM[$route]=$(awk -v k="$(status_kb VmHWM)" 'BEGIN { printf "%.1f", k / 1024 }')
     RSS[$route]=$(awk -v k="$(status_kb VmRSS)" 'BEGIN { printf "%.1f", k / 1024 }')
-    echo "errors=${ERRS[$route]} server_cpu=${CPU[$route]}% peak_rss=${HWM[$route]}MB rss_now=${RSS[$route]}MB"
+    echo "errors=${ERRS[$route]} server_cpu=${CPU[$route]}% db_cpu=${DBCPU[$route]}% peak_rss=${HWM[$route]}MB rss_now=${RSS[$route]}MB"
 done
 
 echo
 echo "== summary ($DB; $CORES cores, ${CPU_MODEL:-unknown CPU}; wrk -t$THREADS -c$CONN -d${DUR}s on the same cores)"
-printf '%-22s %10s %9s %9s %8s %11s %13s\n' route req/s p50_ms p99_ms errors server_cpu peak_rss_MB
+printf '%-22s %10s %9s %9s %8s %11s %13s %8s\n' route req/s p50_ms p99_ms errors server_cpu peak_rss_MB db_cpu
 for route in "${ROUTES[@]}"; do
-    printf '%-22s %10s %9s %9s %8s %10s%% %13s\n' "$route" "${RPS[$route]}" "${P50[$route]}" "${P99[$route]}" \
-        "${ERRS[$route]}" "${CPU[$route]}" "${HWM[$route]}"
+    printf '%-22s %10s %9s %9s %8s %10s%% %13s %7s%%\n' "$route" "${RPS[$route]}" "${P50[$route]}" "${P99[$route]}" \
+        "${ERRS[$route]}" "${CPU[$route]}" "${HWM[$route]}" "${DBCPU[$route]}"
 done
 echo "start to first answer: ${START_MS} ms"
 # Each generate_pro_proof verifies two signatures and signs one proof; with every core doing

@@ -179,7 +179,12 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
     let engine = engine::start(EngineConfig {
         db: target.clone(),
         dev: cfg.dev,
-        readers: cores.max(2),
+        // A PostgreSQL read mostly waits for round trips to the database server, so more
+        // connections than cores keep the cores busy; SQLite reads run on the cores themselves.
+        readers: match &target {
+            DbTarget::Sqlite(_) => cores.max(2),
+            DbTarget::Postgres(_) => (cores * 4).max(8),
+        },
         signers: cores,
         limits: HandleLimits::default(),
         clock: clock.clone(),
