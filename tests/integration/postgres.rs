@@ -482,3 +482,26 @@ async fn process_health(server: &Running) -> (u16, Value) {
     let (code, body) = server.get("/health").await.unwrap();
     (code, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
+
+#[test]
+fn print_tables_and_bad_urls_on_postgres() {
+    if pg::skipped("print_tables_and_bad_urls_on_postgres") {
+        return;
+    }
+    let db = ScratchDb::create();
+    let (code, out, err) =
+        process::run(&[("SESH_PRO_BACKEND_DB_URL", db.url.as_str()), ("SESH_PRO_BACKEND_PRINT_TABLES", "1")]);
+    assert_eq!(code, 0, "{err}");
+    for t in ["payments", "users", "revocations", "runtime", "user_errors", "schema_version"] {
+        assert!(out.contains(&format!("Table: {t}\n")), "{out}");
+    }
+    assert!(out.contains("│ gen_index │ gen_index_salt"), "{out}");
+
+    // A server that cannot reach its database at start-up says so and exits 1; the password
+    // never appears.
+    let (code, _, err) =
+        process::run(&[("SESH_PRO_BACKEND_DB_URL", "postgresql://someone:s3cret@127.0.0.1:1/nowhere")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Failed to open/connect to DB"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}
