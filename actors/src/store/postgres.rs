@@ -111,7 +111,19 @@ pub fn off_async<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, String> {
 fn describe(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
-        None => e.to_string(),
+        None => {
+            // The cause (e.g. "Connection refused") is kept apart from the summary.
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                let c = cause.to_string();
+                if !text.contains(&c) {
+                    text = format!("{text}: {c}");
+                }
+                source = cause.source();
+            }
+            text
+        }
     }
 }
 
@@ -423,6 +435,17 @@ struct Conn {
     aborted: bool,
 }
 
+impl Conn {
+    /// Notes a failed statement: the transaction needs a rollback, and the prepared statement is
+    /// dropped so the next use prepares it afresh (a schema change by another server, such as a
+    /// migration, can leave a prepared statement unusable).
+    fn failed(&mut self, sql: &str, e: postgres::Error) -> StoreError {
+        self.aborted = true;
+        self.statements.remove(sql);
+        db_err(e)
+    }
+}
+
 /// A PostgreSQL connection as a [`super::Database`]: it (re)connects on demand, so a database
 /// restart costs the requests made while it is down and nothing else.
 pub struct PgDatabase {
@@ -576,10 +599,7 @@ impl PgTx<'_> {
     fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
         let st = self.statement(sql)?;
         let conn = self.conn()?;
-        conn.client.query(&st, params).map_err(|e| {
-            conn.aborted = true;
-            db_err(e)
-        })
+        conn.client.query(&st, params).map_err(|e| conn.failed(sql, e))
     }
 
     fn opt(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Option<Row>> {
@@ -589,10 +609,7 @@ impl PgTx<'_> {
     fn exec(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
         let st = self.statement(sql)?;
         let conn = self.conn()?;
-        conn.client.execute(&st, params).map_err(|e| {
-            conn.aborted = true;
-            db_err(e)
-        })
+        conn.client.execute(&st, params).map_err(|e| conn.failed(sql, e))
     }
 
     fn count(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<i64> {
