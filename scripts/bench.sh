@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Load benchmark of the release server on this machine.
 #
-#   bash scripts/bench.sh [--duration SECONDS] [--connections N]     (defaults: 10 s, 64)
+#   bash scripts/bench.sh [--duration SECONDS] [--connections N] [--db sqlite|postgres]
+#                                                    (defaults: 10 s, 64, sqlite)
 #
 # Starts target/release/session-pro-backend in developer mode on a free loopback port with a
 # fresh temporary database, measures the time to its first /health answer and the machine's
 # Ed25519 rates, registers development users, then drives each route with wrk
 # (scripts/bench.lua) from pre-signed bodies made by `bench-gen`. wrk runs on the same cores
 # as the server, so the figures are a lower bound for a server with the machine to itself.
+# With --db postgres the server uses a fresh database created on the PostgreSQL server named by
+# PRO_BENCH_PG_URL (else PRO_TEST_PG_URL, else the tests' default loopback URL), dropped after.
 # With the defaults the whole run takes about a minute after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,17 +19,20 @@ DUR=10
 CONN=64
 THREADS=2
 USERS=2000
+DB=sqlite
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --duration) DUR="$2"; shift 2 ;;
         --connections) CONN="$2"; shift 2 ;;
-        -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
+        --db) DB="$2"; shift 2 ;;
+        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 [[ "$DUR" =~ ^[1-9][0-9]*$ ]] || { echo "--duration wants a positive integer" >&2; exit 2; }
 [[ "$CONN" =~ ^[1-9][0-9]*$ ]] || { echo "--connections wants a positive integer" >&2; exit 2; }
 (( CONN >= THREADS )) || { echo "--connections must be at least $THREADS" >&2; exit 2; }
+[[ "$DB" == sqlite || "$DB" == postgres ]] || { echo "--db wants sqlite or postgres" >&2; exit 2; }
 if (( DUR > 60 )); then
     # Signed bodies carry the time they were made; the server accepts them for 70 s.
     echo "warning: generate_pro_proof/get_pro_details bodies go stale after 70 s;" \
@@ -48,11 +54,16 @@ GEN=target/release/bench-gen
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pro-bench.XXXXXX")
 SERVER_PID=""
+PG_ADMIN_URL=""
+PG_DB=""
 cleanup() {
     if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill "$SERVER_PID" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ -n "$PG_DB" ]]; then
+        psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" || true
     fi
     rm -rf "$WORK"
 }
@@ -62,10 +73,26 @@ trap 'exit 130' INT TERM
 PORT=$("$GEN" free-port)
 URL="http://127.0.0.1:$PORT"
 
+DB_ENV=(SESH_PRO_BACKEND_DB_PATH="$WORK/bench.db")
+if [[ "$DB" == postgres ]]; then
+    command -v psql >/dev/null || { echo "--db postgres needs psql (Debian package postgresql-client)" >&2; exit 1; }
+    PG_ADMIN_URL=${PRO_BENCH_PG_URL:-${PRO_TEST_PG_URL:-postgresql://pro_test:pro_test@127.0.0.1:5432/postgres}}
+    PG_DB="bench_$(date +%s)_$$"
+    psql "$PG_ADMIN_URL" -qc "CREATE DATABASE $PG_DB" || { echo "cannot create a database at $PG_ADMIN_URL" >&2; exit 1; }
+    # Same URL, the new database's name in place of the admin one (query string kept).
+    base=${PG_ADMIN_URL%%\?*}
+    query=""
+    [[ "$PG_ADMIN_URL" == *\?* ]] && query="?${PG_ADMIN_URL#*\?}"
+    DB_ENV=(SESH_PRO_BACKEND_DB_URL="${base%/*}/$PG_DB$query")
+    echo "== database: PostgreSQL $(psql "$PG_ADMIN_URL" -Atc 'SHOW server_version'), fresh database $PG_DB"
+else
+    echo "== database: SQLite file in $WORK"
+fi
+
 echo "== starting the server on $URL (dev mode, fresh database)"
 T0=$(date +%s%N)
-SESH_PRO_BACKEND_DEV=1 \
-    SESH_PRO_BACKEND_DB_PATH="$WORK/bench.db" \
+env SESH_PRO_BACKEND_DEV=1 \
+    "${DB_ENV[@]}" \
     SESH_PRO_BACKEND_LISTEN="127.0.0.1:$PORT" \
     "$SERVER_BIN" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
@@ -99,6 +126,16 @@ server_ticks() {
     stat=${stat##*) }
     awk '{ print $12 + $13 }' <<<"$stat"
 }
+# CPU time of every PostgreSQL server process, in clock ticks (0 without PostgreSQL).
+db_ticks() {
+    local total=0 pid stat
+    for pid in $(pgrep -x postgres || true); do
+        stat=$(<"/proc/$pid/stat") 2>/dev/null || continue
+        stat=${stat##*) }
+        total=$((total + $(awk '{ print $12 + $13 }' <<<"$stat")))
+    done
+    echo "$total"
+}
 status_kb() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$SERVER_PID/status"; }
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -116,7 +153,7 @@ to_ms() {
 # A route followed by "@onion" is the same load wrapped in onion requests to /oxen/v4/lsrpc.
 ROUTES=(generate_pro_proof generate_pro_proof@onion get_pro_details get_pro_revocations get_pro_revocations@onion
     add_pro_payment)
-declare -A RPS P50 P99 ERRS HWM RSS CPU SAMPLE
+declare -A RPS P50 P99 ERRS HWM RSS CPU DBCPU SAMPLE
 for route in "${ROUTES[@]}"; do
     echo "== $route"
     base=${route%@onion}
@@ -136,9 +173,11 @@ for route in "${ROUTES[@]}"; do
     "$GEN" bodies --route "$base" --count "$COUNT" --seeds "$WORK/seeds.txt" --onion "$ONION" --out "$BODIES"
 
     TICKS0=$(server_ticks)
+    DB0=$(db_ticks)
     BODIES="$BODIES" ROUTE_PATH="$ROUTE_PATH" THREADS="$THREADS" ONION="$ONION" \
         wrk -t"$THREADS" -c"$CONN" -d"${DUR}s" --latency -s scripts/bench.lua "$URL" >"$WORK/wrk.$route.txt"
     TICKS1=$(server_ticks)
+    DB1=$(db_ticks)
     sed -e '/^bench_/d' "$WORK/wrk.$route.txt"
 
     out="$WORK/wrk.$route.txt"
@@ -158,17 +197,18 @@ for route in "${ROUTES[@]}"; do
         echo "first error response: ${SAMPLE[$route]}"
     fi
     CPU[$route]=$(awk -v t="$((TICKS1 - TICKS0))" -v hz="$CLK_TCK" -v d="$DUR" 'BEGIN { printf "%.0f", 100 * t / hz / d }')
+    DBCPU[$route]=$(awk -v t="$((DB1 - DB0))" -v hz="$CLK_TCK" -v d="$DUR" 'BEGIN { printf "%.0f", 100 * t / hz / d }')
     HWM[$route]=$(awk -v k="$(status_kb VmHWM)" 'BEGIN { printf "%.1f", k / 1024 }')
     RSS[$route]=$(awk -v k="$(status_kb VmRSS)" 'BEGIN { printf "%.1f", k / 1024 }')
-    echo "errors=${ERRS[$route]} server_cpu=${CPU[$route]}% peak_rss=${HWM[$route]}MB rss_now=${RSS[$route]}MB"
+    echo "errors=${ERRS[$route]} server_cpu=${CPU[$route]}% db_cpu=${DBCPU[$route]}% peak_rss=${HWM[$route]}MB rss_now=${RSS[$route]}MB"
 done
 
 echo
-echo "== summary ($CORES cores, ${CPU_MODEL:-unknown CPU}; wrk -t$THREADS -c$CONN -d${DUR}s on the same cores)"
-printf '%-22s %10s %9s %9s %8s %11s %13s\n' route req/s p50_ms p99_ms errors server_cpu peak_rss_MB
+echo "== summary ($DB; $CORES cores, ${CPU_MODEL:-unknown CPU}; wrk -t$THREADS -c$CONN -d${DUR}s on the same cores)"
+printf '%-22s %10s %9s %9s %8s %11s %13s %8s\n' route req/s p50_ms p99_ms errors server_cpu peak_rss_MB db_cpu
 for route in "${ROUTES[@]}"; do
-    printf '%-22s %10s %9s %9s %8s %10s%% %13s\n' "$route" "${RPS[$route]}" "${P50[$route]}" "${P99[$route]}" \
-        "${ERRS[$route]}" "${CPU[$route]}" "${HWM[$route]}"
+    printf '%-22s %10s %9s %9s %8s %10s%% %13s %7s%%\n' "$route" "${RPS[$route]}" "${P50[$route]}" "${P99[$route]}" \
+        "${ERRS[$route]}" "${CPU[$route]}" "${HWM[$route]}" "${DBCPU[$route]}"
 done
 echo "start to first answer: ${START_MS} ms"
 for base in generate_pro_proof get_pro_revocations; do

@@ -12,11 +12,12 @@ use pro_engine::apple_receiver::{self, AppleSettings};
 use pro_engine::clock::SharedClock;
 use pro_engine::db_writer::{DeleteUserError, Write};
 use pro_engine::domain::types::PaymentProvider;
-use pro_engine::engine::{self, Engine, EngineConfig};
+use pro_engine::engine::{self, DbTarget, Engine, EngineConfig};
 use pro_engine::expiry_pruner::Maintenance;
 use pro_engine::google_subscriber::GoogleTuning;
 use pro_engine::handle::HandleLimits;
 use pro_engine::health::Registry;
+use pro_engine::store::postgres::{self, PgDatabase, PgTarget};
 use pro_engine::store::sqlite::{self, SqliteTarget};
 use pro_engine::webhook_logger;
 use tracing::{info, warn};
@@ -42,22 +43,16 @@ impl Default for StartOptions {
     }
 }
 
-/// Options whose feature is not built yet; starting with them would silently do nothing.
-pub fn unsupported(cfg: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    if let DbLocation::Postgres { .. } = cfg.db {
-        out.push("db_url: PostgreSQL databases are not supported by this build yet".into());
-    }
-    out
-}
-
-fn sqlite_target(cfg: &Config) -> Result<SqliteTarget, String> {
+/// The backend and place the configuration names.
+fn db_target(cfg: &Config) -> Result<DbTarget, String> {
     match &cfg.db {
         DbLocation::SqliteFile { path, uri } => {
-            Ok(SqliteTarget { path: path.to_string_lossy().into_owned(), uri: *uri })
+            Ok(SqliteTarget { path: path.to_string_lossy().into_owned(), uri: *uri }.into())
         }
-        DbLocation::SqliteMemory => Ok(SqliteTarget::memory()),
-        DbLocation::Postgres { .. } => Err("PostgreSQL databases are not supported by this build yet".into()),
+        DbLocation::SqliteMemory => Ok(SqliteTarget::memory().into()),
+        DbLocation::Postgres { url } => PgTarget::parse(url)
+            .map(DbTarget::from)
+            .map_err(|e| format!("Failed to open/connect to DB at {}: {e}", cfg.db_display)),
     }
 }
 
@@ -116,9 +111,20 @@ async fn next_signal() -> &'static str {
 
 /// Prints every table to stdout (the `print_tables` option) without starting anything.
 pub fn print_tables(cfg: &Config) -> Result<(), String> {
-    let target = sqlite_target(cfg)?;
-    let (conn, _, _) = engine::open_and_bootstrap(&target, cfg.dev)?;
-    let tables = sqlite::dump_tables(&conn).map_err(|e| format!("Failed to read the tables: {e}"))?;
+    let tables = match db_target(cfg)? {
+        DbTarget::Sqlite(target) => {
+            let (conn, _, _) = engine::open_and_bootstrap(&target, cfg.dev)?;
+            sqlite::dump_tables(&conn).map_err(|e| format!("Failed to read the tables: {e}"))?
+        }
+        DbTarget::Postgres(target) => {
+            engine::open_and_bootstrap_postgres(&target, cfg.dev)?;
+            postgres::off_async(move || {
+                let mut db = PgDatabase::open(std::sync::Arc::new(target))?;
+                postgres::dump_tables(db.client()?)
+            })?
+            .map_err(|e| format!("Failed to read the tables: {e}"))?
+        }
+    };
     let mut out = String::new();
     for t in &tables {
         out.push_str(&crate::tables::render_table(t));
@@ -138,11 +144,7 @@ pub struct Server {
 /// Starts the engine and binds the HTTP server (must run inside an actix System). The
 /// returned server future must be awaited or spawned for requests to be served.
 pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Result<Server, String> {
-    let problems = unsupported(cfg);
-    if !problems.is_empty() {
-        return Err(format!("Failed to startup, invalid configuration options:\n  {}", problems.join("\n  ")));
-    }
-    let target = sqlite_target(cfg)?;
+    let target = db_target(cfg)?;
     // Claim the address before anything starts, so a busy port fails cleanly and early.
     let listener =
         std::net::TcpListener::bind(&cfg.listen).map_err(|e| format!("Failed to listen on {}: {e}", cfg.listen))?;
@@ -163,19 +165,26 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
         warn!("{w}");
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let maintenance = Maintenance {
-        backup_db: (!target.is_memory() && !target.uri).then(|| target.clone()),
-        db_display: cfg.db_display.clone(),
-        notifier: hub.clone(),
-        reports: (!target.is_memory()).then(|| {
-            let t = target.clone();
-            Arc::new(move |job_ts| daily_reports(&t, job_ts)) as pro_engine::expiry_pruner::ReportFn
-        }),
+    // Backups are of SQLite files only; a PostgreSQL database is backed up by its own tools.
+    let backup_db = match &target {
+        DbTarget::Sqlite(t) => (!t.is_memory() && !t.uri).then(|| t.clone()),
+        DbTarget::Postgres(_) => None,
     };
+    // In-memory databases cannot be read from another connection.
+    let reports = (!matches!(&target, DbTarget::Sqlite(t) if t.is_memory())).then(|| {
+        let t = target.clone();
+        Arc::new(move |job_ts| daily_reports(&t, job_ts)) as pro_engine::expiry_pruner::ReportFn
+    });
+    let maintenance = Maintenance { backup_db, db_display: cfg.db_display.clone(), notifier: hub.clone(), reports };
     let engine = engine::start(EngineConfig {
         db: target.clone(),
         dev: cfg.dev,
-        readers: cores.max(2),
+        // A PostgreSQL read mostly waits for round trips to the database server, so more
+        // connections than cores keep the cores busy; SQLite reads run on the cores themselves.
+        readers: match &target {
+            DbTarget::Sqlite(_) => cores.max(2),
+            DbTarget::Postgres(_) => (cores * 4).max(8),
+        },
         signers: cores,
         limits: HandleLimits::default(),
         clock: clock.clone(),
@@ -238,7 +247,8 @@ pub async fn start(cfg: &Config, clock: SharedClock, opts: StartOptions) -> Resu
 
 /// The reports the daily job posts: daily (7 rows) always, weekly (4 rows) when the midnight
 /// starts a Monday, monthly (3 rows) when it starts the 1st of a month (all UTC).
-pub fn daily_reports(target: &SqliteTarget, job_ts: i64) -> Vec<String> {
+/// Runs on a blocking thread (never on an async one: the PostgreSQL client has its own runtime).
+pub fn daily_reports(target: &DbTarget, job_ts: i64) -> Vec<String> {
     use pro_engine::domain::time::{DAY_MS, civil_from_days};
     use pro_engine::reports::{ReportKind, generate, render_human};
     let days = job_ts.div_euclid(DAY_MS);
@@ -251,11 +261,15 @@ pub fn daily_reports(target: &SqliteTarget, job_ts: i64) -> Vec<String> {
     if first_of_month {
         wanted.push((ReportKind::Monthly, 3));
     }
-    let made = sqlite::open_reader(target).and_then(|mut conn| {
-        sqlite::read(&mut conn, |tx| {
-            wanted.iter().map(|(k, n)| generate(tx, *k, *n).map(|r| render_human(&r))).collect()
-        })
-    });
+    let render = |tx: &mut dyn pro_engine::store::StoreTx| -> pro_engine::store::StoreResult<Vec<String>> {
+        wanted.iter().map(|(k, n)| generate(tx, *k, *n).map(|r| render_human(&r))).collect()
+    };
+    let made = match target {
+        DbTarget::Sqlite(t) => sqlite::open_reader(t).and_then(|mut conn| sqlite::read(&mut conn, render)),
+        DbTarget::Postgres(t) => {
+            PgDatabase::open(Arc::new(t.clone())).and_then(|mut db| pro_engine::store::read_db(&mut db, render))
+        }
+    };
     match made {
         Ok(texts) => texts,
         Err(e) => {
@@ -316,9 +330,11 @@ async fn delete_user_errors(cfg: &Config, engine: &Engine) {
 
 const DEV_BOX: &str = "######################################\n###                                ###\n###        Dev Mode Enabled        ###\n###                                ###\n######################################\n";
 
-fn banner(cfg: &Config, engine: &Engine, target: &SqliteTarget, addr: SocketAddr) -> String {
-    let size =
-        if target.is_memory() || target.uri { None } else { std::fs::metadata(&target.path).ok().map(|m| m.len()) };
+fn banner(cfg: &Config, engine: &Engine, target: &DbTarget, addr: SocketAddr) -> String {
+    let size = match target {
+        DbTarget::Sqlite(t) if !t.is_memory() && !t.uri => std::fs::metadata(&t.path).ok().map(|m| m.len()),
+        _ => None,
+    };
     let mut s = String::from("\n");
     if cfg.dev {
         s.push_str(DEV_BOX);

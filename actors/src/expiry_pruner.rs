@@ -151,7 +151,13 @@ impl Handler<RunPrune> for ExpiryPruner {
                     Ok(Ok(report)) => {
                         health.record_success(clock.now_ms());
                         stats.last_prune_ms.store(clock.now_ms(), Ordering::Relaxed);
-                        if !report.already_done {
+                        if report.already_done {
+                            // Servers sharing a database all wake at midnight; one does the work.
+                            info!(
+                                "Daily pruning for {} already done (by this or another server sharing the database)",
+                                format_date(msg.job_ts - DAY_MS)
+                            );
+                        } else {
                             stats.pruned_payments.store(report.payments, Ordering::Relaxed);
                             stats.pruned_revocations.store(report.revocations, Ordering::Relaxed);
                             stats.pruned_users.store(report.users, Ordering::Relaxed);

@@ -7,7 +7,9 @@ use pro_engine::store::rows::NewPayment;
 use serde_json::json;
 
 use crate::client::{self, Key};
-use crate::harness::{Opts, TestServer, prepare_db};
+use crate::harness::{Backend, Opts, TestServer, on_both_backends};
+
+on_both_backends!(claim_proof_refund_and_details_match_upstream_bytes, revocation_list_matches_upstream_bytes);
 
 const T: i64 = 1762407212143;
 
@@ -15,12 +17,8 @@ fn body(r: &crate::harness::Resp) -> &str {
     std::str::from_utf8(&r.body).unwrap()
 }
 
-#[actix_web::test]
-async fn claim_proof_refund_and_details_match_upstream_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("backend.db");
-    prepare_db(&path, Some([0x11; 16]));
-    let s = TestServer::start(Opts { db: Some(path), ..Opts::prod(T) }).await;
+async fn claim_proof_refund_and_details_match_upstream_bytes(backend: Backend) {
+    let s = TestServer::start(Opts::prod(T).on(backend).prepared(Some([0x11; 16]), vec![])).await;
     let (master, rotating) = (Key::seeded(1), Key::seeded(2));
 
     // A Google payment witnessed a second before, expiring 30 days after T, no grace.
@@ -102,21 +100,13 @@ async fn claim_proof_refund_and_details_match_upstream_bytes() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn revocation_list_matches_upstream_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("backend.db");
-    prepare_db(&path, Some([0x11; 16]));
-    {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(
-            "UPDATE runtime SET gen_index = 3;
-             INSERT INTO revocations (gen_index, creation_unix_ts_ms, expiry_unix_ts_ms) VALUES (2, 1762407218143, 1762407218143);
-             INSERT INTO revocations (gen_index, creation_unix_ts_ms, expiry_unix_ts_ms) VALUES (1, 1762407217143, 1793943212143);",
-        )
-        .unwrap();
-    }
-    let s = TestServer::start(Opts { db: Some(path), ..Opts::prod(T) }).await;
+async fn revocation_list_matches_upstream_bytes(backend: Backend) {
+    let setup = vec![
+        "UPDATE runtime SET gen_index = 3",
+        "INSERT INTO revocations (gen_index, creation_unix_ts_ms, expiry_unix_ts_ms) VALUES (2, 1762407218143, 1762407218143)",
+        "INSERT INTO revocations (gen_index, creation_unix_ts_ms, expiry_unix_ts_ms) VALUES (1, 1762407217143, 1793943212143)",
+    ];
+    let s = TestServer::start(Opts::prod(T).on(backend).prepared(Some([0x11; 16]), setup)).await;
     let r = s.post("/get_pro_revocations", "{\"version\":0,\"ticket\":0}").await;
     assert_eq!(
         body(&r),

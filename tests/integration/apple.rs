@@ -63,11 +63,9 @@ pub fn setup(api_base: &str, sandbox: bool) -> AppleSetup {
 impl AppleSetup {
     pub fn opts(&self, now: i64, db: Option<PathBuf>) -> Opts {
         Opts {
-            dev: false,
-            now,
             db,
             env: vec![("SESH_PRO_BACKEND_INI_PATH", self.ini.to_string_lossy().into_owned())],
-            ini: None,
+            ..Opts::prod(now)
         }
     }
 

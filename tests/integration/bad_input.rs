@@ -9,31 +9,21 @@ use pro_engine::store::rows::NewPayment;
 use serde_json::{Value, json};
 
 use crate::client::{self, Key};
-use crate::harness::{Opts, TestServer, prepare_db};
+use crate::harness::{Backend, Opts, TestServer, on_both_backends};
+
+on_both_backends!(malformed_requests_are_refused_cleanly);
 
 const NOW: i64 = 1767268812345;
 
 /// Every row of every table, to prove a request changed nothing.
 fn snapshot(s: &TestServer) -> Vec<String> {
-    let c = s.sql();
-    let tables: Vec<String> = c
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
     let mut out = Vec::new();
-    for t in tables {
-        let mut st = c.prepare(&format!("SELECT * FROM {t}")).unwrap();
-        let n = st.column_count();
-        let rows = st
-            .query_map([], |r| Ok((0..n).map(|i| format!("{:?}", r.get_ref(i).unwrap())).collect::<Vec<_>>().join("|")))
-            .unwrap();
-        for row in rows {
-            out.push(format!("{t}: {}", row.unwrap()));
+    for t in s.dump() {
+        for row in &t.rows {
+            out.push(format!("{}: {}", t.name, row.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join("|")));
         }
     }
+    out.sort();
     out
 }
 
@@ -68,13 +58,9 @@ fn raw(route: &'static str, body: &[u8], status: i64, error: &str) -> Case {
     Case { route, body: body.to_vec(), status, error: error.into() }
 }
 
-#[actix_web::test]
-async fn malformed_requests_are_refused_cleanly() {
+async fn malformed_requests_are_refused_cleanly(backend: Backend) {
     // The dev key (0xCD) as backend key, so a request can name it as its rotating key.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("backend.db");
-    prepare_db(&path, None);
-    let s = TestServer::start(Opts { db: Some(path), ..Opts::prod(NOW) }).await;
+    let s = TestServer::start(Opts::prod(NOW).on(backend).prepared(None, vec![])).await;
     let (master, rotating) = (Key::seeded(1), Key::seeded(2));
     // Some state the bad requests must not disturb: a claimed payment and an unclaimed one.
     for (token, claim) in [("tok-1", true), ("tok-2", false)] {

@@ -8,7 +8,9 @@ use pro_engine::domain::types::{PaymentTx, ProPlan};
 use pro_engine::store::rows::NewPayment;
 
 use crate::client::{self, Key};
-use crate::harness::{Opts, TestServer};
+use crate::harness::{Backend, Opts, TestServer, on_both_backends};
+
+on_both_backends!(racing_claims_of_one_payment_have_one_winner, fifty_parallel_claims_get_distinct_generations);
 
 const NOW: i64 = 1767268812345;
 
@@ -24,9 +26,8 @@ fn apple(id: &str) -> NewPayment {
     }
 }
 
-#[actix_web::test]
-async fn racing_claims_of_one_payment_have_one_winner() {
-    let s = TestServer::start(Opts::prod(NOW)).await;
+async fn racing_claims_of_one_payment_have_one_winner(backend: Backend) {
+    let s = TestServer::start(Opts::prod(NOW).on(backend)).await;
     for round in 0..10 {
         let id = format!("race-{round}");
         s.write(AddUnredeemedPayment(apple(&id))).await.unwrap();
@@ -48,15 +49,12 @@ async fn racing_claims_of_one_payment_have_one_winner() {
         statuses.sort();
         assert_eq!(statuses, [0, 100], "round {round}: {answers:?}");
     }
-    let owners: i64 =
-        s.sql().query_row("SELECT COUNT(*) FROM payments WHERE master_pkey IS NOT NULL", [], |r| r.get(0)).unwrap();
-    assert_eq!(owners, 20);
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM payments WHERE master_pkey IS NOT NULL"), 20);
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn fifty_parallel_claims_get_distinct_generations() {
-    let s = TestServer::start(Opts::prod(NOW)).await;
+async fn fifty_parallel_claims_get_distinct_generations(backend: Backend) {
+    let s = TestServer::start(Opts::prod(NOW).on(backend)).await;
     let mut reqs = Vec::new();
     for i in 0..50 {
         let id = format!("parallel-{i}");
@@ -71,7 +69,6 @@ async fn fifty_parallel_claims_get_distinct_generations() {
         hashes.insert(a["result"]["gen_index_hash"].as_str().unwrap().to_string());
     }
     assert_eq!(hashes.len(), 50);
-    let next: i64 = s.sql().query_row("SELECT gen_index FROM runtime", [], |r| r.get(0)).unwrap();
-    assert_eq!(next, 50);
+    assert_eq!(s.scalar("SELECT gen_index FROM runtime"), 50);
     s.stop().await;
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::client::{self, Key};
 use crate::harness::{Opts, TestServer};
 
-fn manifest() -> Value {
+pub(crate) fn manifest() -> Value {
     serde_json::from_str(include_str!("../data/upstream-v9-dev.json")).unwrap()
 }
 
@@ -29,8 +29,19 @@ async fn upstream_database_opens_in_place() {
     // Pin the clock near the moment the file was made; its payments expire in 2027.
     let now = m["created_unix_ts_ms"].as_i64().unwrap();
     let s = TestServer::start(Opts { db: Some(path.clone()), ..Opts::dev(now) }).await;
-    assert_eq!(hex::encode(s.state.backend_pubkey), "fc947730f49eb01427a66e050733294d9e520e545c7a27125a780634e0860a27");
     assert_eq!(s.state.gen_index_salt.to_vec(), salt_before);
+    assert_upstream_answers(&s, &m).await;
+    s.stop().await;
+
+    // The file is still upstream's schema version 9.
+    let v: i64 = rusqlite::Connection::open(&path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 9);
+}
+
+/// What a server on the fixture's data answers, as its manifest says (either backend).
+pub(crate) async fn assert_upstream_answers(s: &TestServer, m: &Value) {
+    let now = m["created_unix_ts_ms"].as_i64().unwrap();
+    assert_eq!(hex::encode(s.state.backend_pubkey), "fc947730f49eb01427a66e050733294d9e520e545c7a27125a780634e0860a27");
 
     let mut dave_hash = String::new();
     for u in m["users"].as_array().unwrap() {
@@ -62,9 +73,4 @@ async fn upstream_database_opens_in_place() {
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["gen_index_hash"], dave_hash.as_str());
     assert_eq!(dave_hash, hex::encode(gen_index_hash(3, &s.state.gen_index_salt)));
-    s.stop().await;
-
-    // The file is still upstream's schema version 9.
-    let v: i64 = rusqlite::Connection::open(&path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(v, 9);
 }

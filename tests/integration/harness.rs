@@ -1,5 +1,7 @@
 //! Starts the real app on 127.0.0.1:0 with a temporary database and a pinned clock, and talks
-//! to it over real HTTP.
+//! to it over real HTTP. The database is SQLite or PostgreSQL ([`Backend`]); tests that run on
+//! both are declared with [`on_both_backends!`] and check stored data through the store traits
+//! or backend-neutral SQL.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,31 +17,114 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pro_engine::ManualClock;
+use pro_engine::db_reader::ReadCommand;
 use pro_engine::db_writer::{Write, WriteCommand};
 use pro_engine::google_subscriber::GoogleTuning;
 use pro_engine::store::ops::OpError;
+use pro_engine::store::sqlite::TableDump;
+use pro_engine::store::{StoreResult, StoreTx};
 use serde_json::Value;
 use session_pro_backend::app::{self, StartOptions};
 use session_pro_backend::config;
 use session_pro_backend::http::AppState;
 use tempfile::TempDir;
 
+/// The database backend a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 pub struct Opts {
     pub dev: bool,
     pub now: i64,
-    /// Use this database file instead of a fresh one.
+    /// Use this SQLite database file instead of a fresh database.
     pub db: Option<PathBuf>,
     pub env: Vec<(&'static str, String)>,
     /// Contents of an INI file to load (e.g. a `[google]` section).
     pub ini: Option<String>,
+    pub backend: Backend,
+    /// Use this existing PostgreSQL database instead of a fresh one (its owner drops it).
+    pub attach_pg: Option<String>,
+    /// Prepare the fresh database before the server starts: bootstrapped with the dev backend
+    /// key (0xCD × 32), then this gen_index salt (if any) and these statements (plain SQL both
+    /// backends accept).
+    pub prepare: Option<Prepare>,
+}
+
+#[derive(Default)]
+pub struct Prepare {
+    pub salt: Option<[u8; 16]>,
+    pub sql: Vec<&'static str>,
 }
 
 impl Opts {
     pub fn dev(now: i64) -> Self {
-        Self { dev: true, now, db: None, env: vec![], ini: None }
+        Self {
+            dev: true,
+            now,
+            db: None,
+            env: vec![],
+            ini: None,
+            backend: Backend::Sqlite,
+            attach_pg: None,
+            prepare: None,
+        }
     }
     pub fn prod(now: i64) -> Self {
-        Self { dev: false, now, db: None, env: vec![], ini: None }
+        Self {
+            dev: false,
+            now,
+            db: None,
+            env: vec![],
+            ini: None,
+            backend: Backend::Sqlite,
+            attach_pg: None,
+            prepare: None,
+        }
+    }
+    /// The same options on `backend`.
+    pub fn on(self, backend: Backend) -> Self {
+        Self { backend, ..self }
+    }
+    /// A database made with the dev key and `salt` before the server starts.
+    pub fn prepared(self, salt: Option<[u8; 16]>, sql: Vec<&'static str>) -> Self {
+        Self { prepare: Some(Prepare { salt, sql }), ..self }
+    }
+}
+
+/// Declares, for each `async fn name(backend: Backend)` given, a module `name` with the tests
+/// `sqlite` and `postgres` running it on each backend.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[actix_web::test]
+            async fn sqlite() {
+                super::$name($crate::harness::Backend::Sqlite).await
+            }
+            #[actix_web::test]
+            async fn postgres() {
+                if !$crate::pg::skipped(concat!(module_path!(), "::postgres")) {
+                    super::$name($crate::harness::Backend::Postgres).await
+                }
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_backends;
+
+/// A read through the server's own reader actors, as a closure.
+struct ReadFn<F>(F);
+
+impl<T, F> ReadCommand for ReadFn<F>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut dyn StoreTx) -> StoreResult<T> + Send + 'static,
+{
+    type Output = T;
+    fn run(self, tx: &mut dyn StoreTx) -> StoreResult<T> {
+        (self.0)(tx)
     }
 }
 
@@ -63,11 +148,16 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub state: web::Data<AppState>,
     pub clock: Arc<ManualClock>,
+    pub backend: Backend,
+    /// The SQLite file (SQLite only).
     pub db_path: PathBuf,
+    /// The database's URL (PostgreSQL only).
+    pub db_url: String,
     handle: actix_web::dev::ServerHandle,
     client: Client<HttpConnector, Full<Bytes>>,
     _dir: Option<TempDir>,
     _ini_dir: Option<TempDir>,
+    _pg: Option<crate::pg::ScratchDb>,
 }
 
 /// Creates a database file with the dev backend key (0xCD × 32) and, optionally, a fixed
@@ -80,18 +170,56 @@ pub fn prepare_db(path: &Path, salt: Option<[u8; 16]>) {
     }
 }
 
+/// Creates a PostgreSQL database the way [`prepare_db`] does a file.
+pub fn prepare_pg(url: &str, salt: Option<[u8; 16]>) {
+    let target = pro_engine::store::postgres::PgTarget::parse(url).unwrap();
+    pro_engine::engine::open_and_bootstrap_postgres(&target, true).unwrap();
+    if let Some(salt) = salt {
+        crate::pg::with_client(url, move |c| {
+            c.execute("UPDATE runtime SET gen_index_salt = $1", &[&salt.as_slice()]).unwrap();
+        });
+    }
+}
+
 impl TestServer {
     pub async fn start(opts: Opts) -> Self {
-        let (dir, db_path) = match &opts.db {
-            Some(p) => (None, p.clone()),
-            None => {
+        let mut pg = None;
+        let mut db_url = String::new();
+        let (dir, db_path) = match (&opts.db, opts.backend) {
+            (Some(p), _) => (None, p.clone()),
+            (None, Backend::Sqlite) => {
                 let d = TempDir::new().unwrap();
                 let p = d.path().join("backend.db");
                 (Some(d), p)
             }
+            (None, Backend::Postgres) if opts.attach_pg.is_some() => {
+                db_url = opts.attach_pg.clone().unwrap_or_default();
+                (None, PathBuf::new())
+            }
+            (None, Backend::Postgres) => {
+                let scratch = crate::pg::ScratchDb::create();
+                db_url = scratch.url.clone();
+                pg = Some(scratch);
+                (None, PathBuf::new())
+            }
         };
+        if let Some(p) = &opts.prepare {
+            match opts.backend {
+                Backend::Sqlite => {
+                    prepare_db(&db_path, p.salt);
+                    rusqlite::Connection::open(&db_path).unwrap().execute_batch(&p.sql.join(";\n")).unwrap();
+                }
+                Backend::Postgres => {
+                    prepare_pg(&db_url, p.salt);
+                    crate::pg::execute(&db_url, &p.sql.join(";\n")).unwrap();
+                }
+            }
+        }
         let mut env: HashMap<String, String> = HashMap::new();
-        env.insert("SESH_PRO_BACKEND_DB_PATH".into(), db_path.to_string_lossy().into_owned());
+        match opts.backend {
+            Backend::Sqlite => env.insert("SESH_PRO_BACKEND_DB_PATH".into(), db_path.to_string_lossy().into_owned()),
+            Backend::Postgres => env.insert("SESH_PRO_BACKEND_DB_URL".into(), db_url.clone()),
+        };
         env.insert("SESH_PRO_BACKEND_DEV".into(), if opts.dev { "1" } else { "0" }.into());
         env.insert("SESH_PRO_BACKEND_LISTEN".into(), "127.0.0.1:0".into());
         for (k, v) in &opts.env {
@@ -124,11 +252,14 @@ impl TestServer {
             addr: server.addr,
             state: server.state,
             clock,
+            backend: opts.backend,
             db_path,
+            db_url,
             handle,
             client: Client::builder(TokioExecutor::new()).build_http(),
             _dir: dir,
             _ini_dir: ini_dir,
+            _pg: pg,
         }
     }
 
@@ -161,9 +292,46 @@ impl TestServer {
         self.state.writer.send(Write(cmd)).await.unwrap()
     }
 
-    /// Direct read access to the database file, for assertions.
+    /// Direct read access to the database file, for assertions (SQLite only).
     pub fn sql(&self) -> rusqlite::Connection {
+        assert_eq!(self.backend, Backend::Sqlite, "sql() is for SQLite; use read() or scalar()");
         rusqlite::Connection::open(&self.db_path).unwrap()
+    }
+
+    /// Runs `f` in a read transaction of the server's own reader (either backend).
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn StoreTx) -> StoreResult<T> + Send + 'static,
+    ) -> T {
+        self.state.reader.read(ReadFn(f)).await.unwrap()
+    }
+
+    /// The single integer a query answers (plain SQL both backends accept).
+    pub fn scalar(&self, sql: &str) -> i64 {
+        match self.backend {
+            Backend::Sqlite => self.sql().query_row(sql, [], |r| r.get(0)).unwrap(),
+            Backend::Postgres => {
+                let sql = sql.to_string();
+                crate::pg::with_client(&self.db_url, move |c| {
+                    let row = c.query_one(sql.as_str(), &[]).unwrap();
+                    match row.columns()[0].type_().name() {
+                        "int4" => i64::from(row.get::<_, i32>(0)),
+                        "bool" => i64::from(row.get::<_, bool>(0)),
+                        _ => row.get::<_, i64>(0),
+                    }
+                })
+            }
+        }
+    }
+
+    /// Every table, as the operator dump shows them (either backend).
+    pub fn dump(&self) -> Vec<TableDump> {
+        match self.backend {
+            Backend::Sqlite => pro_engine::store::sqlite::dump_tables(&self.sql()).unwrap(),
+            Backend::Postgres => {
+                crate::pg::with_client(&self.db_url, |c| pro_engine::store::postgres::dump_tables(c).unwrap())
+            }
+        }
     }
 
     pub async fn stop(self) {

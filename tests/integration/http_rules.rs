@@ -4,13 +4,14 @@
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::{Opts, TestServer};
+use crate::harness::{Backend, Opts, TestServer, on_both_backends};
+
+on_both_backends!(unknown_paths_and_wrong_methods, body_limit_is_enforced_with_an_envelope, metrics_and_health);
 
 const NOW: i64 = 1767268812345;
 
-#[actix_web::test]
-async fn unknown_paths_and_wrong_methods() {
-    let s = TestServer::start(Opts::prod(NOW)).await;
+async fn unknown_paths_and_wrong_methods(backend: Backend) {
+    let s = TestServer::start(Opts::prod(NOW).on(backend)).await;
     for path in ["/nope", "/get_pro_revocations/", "/oxen/v3/lsrpc", "/loki/v3/lsrpc", "/"] {
         let r = s.post(path, "{}").await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
@@ -37,11 +38,10 @@ async fn unknown_paths_and_wrong_methods() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn body_limit_is_enforced_with_an_envelope() {
+async fn body_limit_is_enforced_with_an_envelope(backend: Backend) {
     let s = TestServer::start(Opts {
         env: vec![("SESH_PRO_BACKEND_MAX_REQUEST_BODY_BYTES", "1024".into())],
-        ..Opts::prod(NOW)
+        ..Opts::prod(NOW).on(backend)
     })
     .await;
     let padding = "x".repeat(2000);
@@ -57,9 +57,8 @@ async fn body_limit_is_enforced_with_an_envelope() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn metrics_and_health() {
-    let s = TestServer::start(Opts::prod(NOW)).await;
+async fn metrics_and_health(backend: Backend) {
+    let s = TestServer::start(Opts::prod(NOW).on(backend)).await;
     s.post("/get_pro_revocations", r#"{"version":0,"ticket":0}"#).await;
     s.post("/get_pro_revocations", r#"{"version":1,"ticket":0}"#).await;
     s.post("/nope", "").await;
@@ -87,6 +86,12 @@ async fn metrics_and_health() {
     assert_eq!(h["status"], "ok");
     assert_eq!(h["actors"]["db_writer"]["up"], json!(true));
     assert!(h["actors"]["db_reader"]["processed"].as_u64().unwrap() >= 1);
+    // PostgreSQL adds the database itself, watched by its own connection.
+    assert_eq!(h["actors"].get("database").is_some(), backend == Backend::Postgres, "{h}");
+    if backend == Backend::Postgres {
+        assert_eq!(h["actors"]["database"]["up"], json!(true));
+        assert!(text.contains("pro_actor_up{actor=\"database\"} 1"), "{text}");
+    }
     assert_eq!(s.post("/health", "").await.status, StatusCode::METHOD_NOT_ALLOWED);
     s.stop().await;
 }

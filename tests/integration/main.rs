@@ -15,6 +15,8 @@ mod http_rules;
 mod onion;
 mod onion_client;
 mod operations;
+mod pg;
+mod postgres;
 mod process;
 mod scenarios;
 mod sink;

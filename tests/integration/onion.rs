@@ -8,7 +8,14 @@ use pro_engine::store::rows::NewPayment;
 use serde_json::{Value, json};
 
 use crate::client::{self, Key};
-use crate::harness::{Opts, TestServer, prepare_db};
+use crate::harness::{Backend, Opts, TestServer, on_both_backends};
+
+on_both_backends!(
+    documented_vector_request_is_answered,
+    every_route_through_both_ciphers_and_all_key_encodings,
+    inner_routing_matches_direct_routing,
+    hostile_outer_layers_are_refused_and_the_server_stays_healthy,
+);
 use crate::onion_client::{Enc, KeyEncoding, OnionClient, bencode_request, decode_response};
 
 const NOW: i64 = 1767268812345;
@@ -47,12 +54,8 @@ fn apple(id: &str) -> NewPayment {
     }
 }
 
-#[actix_web::test]
-async fn documented_vector_request_is_answered() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("backend.db");
-    prepare_db(&path, None);
-    let s = TestServer::start(Opts { db: Some(path), ..Opts::dev(NOW) }).await;
+async fn documented_vector_request_is_answered(backend: Backend) {
+    let s = TestServer::start(Opts::dev(NOW).on(backend).prepared(None, vec![])).await;
     let v: Value = serde_json::from_str(include_str!("../data/hashes.json")).unwrap();
     let o = &v["onion_v4"];
     assert_eq!(hex::encode(s.state.onion_pubkey), o["server_x25519_pkey"].as_str().unwrap());
@@ -68,9 +71,8 @@ async fn documented_vector_request_is_answered() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn every_route_through_both_ciphers_and_all_key_encodings() {
-    let s = TestServer::start(Opts::prod(NOW)).await;
+async fn every_route_through_both_ciphers_and_all_key_encodings(backend: Backend) {
+    let s = TestServer::start(Opts::prod(NOW).on(backend)).await;
     let backend = s.state.backend_pubkey;
     let encodings = [KeyEncoding::Hex, KeyEncoding::Base64, KeyEncoding::Base64NoPad, KeyEncoding::Base32z];
     let mut n = 0;
@@ -116,9 +118,8 @@ async fn every_route_through_both_ciphers_and_all_key_encodings() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn inner_routing_matches_direct_routing() {
-    let s = TestServer::start(Opts::prod(NOW)).await;
+async fn inner_routing_matches_direct_routing(backend: Backend) {
+    let s = TestServer::start(Opts::prod(NOW).on(backend)).await;
     let c = OnionClient::new(s.state.onion_pubkey, Enc::XChaCha, None);
     let e = KeyEncoding::Hex;
     let (meta, body) = s.onion(&c, "POST", "/nope", Some(b"{}"), e).await;
@@ -163,9 +164,8 @@ async fn inner_routing_matches_direct_routing() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn hostile_outer_layers_are_refused_and_the_server_stays_healthy() {
-    let s = TestServer::start(Opts::prod(NOW)).await;
+async fn hostile_outer_layers_are_refused_and_the_server_stays_healthy(backend: Backend) {
+    let s = TestServer::start(Opts::prod(NOW).on(backend)).await;
     let c = OnionClient::new(s.state.onion_pubkey, Enc::XChaCha, None);
     let good = c.wrap("POST", "/get_pro_revocations", Some(br#"{"version":0,"ticket":0}"#), KeyEncoding::Hex);
     let blob_len = u32::from_le_bytes(good[..4].try_into().unwrap()) as usize;

@@ -215,7 +215,7 @@ async fn daily_job_backs_up_rotates_and_reports_its_work() {
     let hub = webhook_logger::start(&[("Ops".to_string(), sink.start())], &registry);
     let clock: SharedClock = pro_engine::ManualClock::new(1796428800000);
     let e = engine::start(EngineConfig {
-        db: target.clone(),
+        db: target.clone().into(),
         dev: false,
         readers: 1,
         signers: 1,
@@ -264,7 +264,7 @@ fn daily_job_reports_follow_the_calendar() {
     pro_engine::engine::open_and_bootstrap(&target, false).unwrap();
     let at = |y, m, d| days_from_civil(y, m, d) * DAY_MS;
     let titles = |ts| {
-        session_pro_backend::app::daily_reports(&target, ts)
+        session_pro_backend::app::daily_reports(&target.clone().into(), ts)
             .iter()
             .map(|t| t.lines().next().unwrap_or("").to_string())
             .collect::<Vec<_>>()

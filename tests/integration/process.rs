@@ -79,6 +79,15 @@ impl Running {
         serde_json::from_slice(&body).map_err(|e| e.to_string())
     }
 
+    /// A GET request: the HTTP status and the body.
+    pub(crate) async fn get(&self, path: &str) -> Result<(u16, Bytes), String> {
+        let req = hyper::Request::get(format!("http://{}{path}", self.addr)).body(Full::new(Bytes::new())).unwrap();
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let code = resp.status().as_u16();
+        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((code, body))
+    }
+
     pub(crate) fn stop(mut self) -> String {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();

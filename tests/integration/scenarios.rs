@@ -5,11 +5,18 @@ use pro_engine::db_writer::{AddUnredeemedPayment, RevokeSubscription, RunExpiry,
 use pro_engine::domain::hashes::{gen_index_hash, get_pro_details_hash, google_obfuscated_account_id};
 use pro_engine::domain::time::{DAY_MS, MONTH_MS, round_up_to_day};
 use pro_engine::domain::types::{PaymentProvider, PaymentTx, ProPlan};
-use pro_engine::store::rows::NewPayment;
+use pro_engine::store::rows::{NewPayment, PaymentRow};
 use serde_json::{Value, json};
 
 use crate::client::{self, Key};
-use crate::harness::{Opts, TestServer};
+use crate::harness::{Backend, Opts, TestServer, on_both_backends};
+
+on_both_backends!(
+    server_flow_claim_proof_details_revocations,
+    stacked_payments_auto_redeem_and_sweeps,
+    refund_requests,
+    dev_mode_payments_and_options,
+);
 
 const START: i64 = 1767268812345; // 2026-01-01 12:00:12.345 UTC
 
@@ -31,10 +38,14 @@ fn google(master: &Key, token: &str, order: &str, plan: ProPlan, expiry: i64, un
     }
 }
 
-fn user_gen_index(s: &TestServer, master: &Key) -> i64 {
-    s.sql()
-        .query_row("SELECT gen_index FROM users WHERE master_pkey = ?", [master.pk().as_slice()], |r| r.get(0))
-        .unwrap()
+async fn user_gen_index(s: &TestServer, master: &Key) -> u64 {
+    let pk = master.pk();
+    s.read(move |tx| tx.user(&pk)).await.unwrap().gen_index
+}
+
+async fn payment(s: &TestServer, tx: &PaymentTx) -> PaymentRow {
+    let tx = tx.clone();
+    s.read(move |t| t.find_payment(&tx)).await.unwrap()
 }
 
 fn salt(s: &TestServer) -> [u8; 16] {
@@ -46,9 +57,8 @@ async fn details(s: &TestServer, master: &Key, ts: i64, count: u32) -> Value {
     s.call("/get_pro_details", &client::get_pro_details(master, ts, count)).await
 }
 
-#[actix_web::test]
-async fn server_flow_claim_proof_details_revocations() {
-    let s = TestServer::start(Opts::prod(START)).await;
+async fn server_flow_claim_proof_details_revocations(backend: Backend) {
+    let s = TestServer::start(Opts::prod(START).on(backend)).await;
     let backend = s.state.backend_pubkey;
     let (master, rotating) = (Key::random(), Key::random());
 
@@ -57,13 +67,9 @@ async fn server_flow_claim_proof_details_revocations() {
     let order1 = format!("DEV.{}", random_hex(8));
     let exp1 = round_up_to_day(START) + 90 * DAY_MS;
     s.write(AddUnredeemedPayment(google(&master, &token1, &order1, ProPlan::OneMonth, exp1, START))).await.unwrap();
-    let row: (Option<Vec<u8>>, i64, i64, Option<i64>) = s
-        .sql()
-        .query_row("SELECT master_pkey, status, unredeemed_unix_ts_ms, redeemed_unix_ts_ms FROM payments", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .unwrap();
-    assert_eq!(row, (None, 1, START, None));
+    let row = payment(&s, &PaymentTx::google(&token1, &order1)).await;
+    assert_eq!((row.master_pkey, row.status, row.unredeemed_unix_ts_ms, row.redeemed_unix_ts_ms), (None, 1, START, 0));
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM payments WHERE redeemed_unix_ts_ms IS NULL"), 1);
     let d = details(&s, &master, START, 10_000).await;
     assert_eq!((d["status"].as_i64(), d["result"]["status"].as_i64()), (Some(0), Some(0)));
     assert_eq!(d["result"]["items"], json!([]));
@@ -76,7 +82,7 @@ async fn server_flow_claim_proof_details_revocations() {
     assert_eq!(r["result"]["rotating_pkey"], rotating.hex());
     assert!(client::verify_proof(&r["result"], &backend));
     assert_eq!(r["result"]["expiry_unix_ts_ms"], round_up_to_day(START + MONTH_MS));
-    assert_eq!(user_gen_index(&s, &master), 0);
+    assert_eq!(user_gen_index(&s, &master).await, 0);
 
     // PROOF-1: a new rotating key; the 30-day cap applies (the payment runs 90 days).
     let rotating2 = Key::random();
@@ -99,7 +105,7 @@ async fn server_flow_claim_proof_details_revocations() {
     assert_eq!(r["status"], 0, "{r}");
     assert!(client::verify_proof(&r["result"], &backend));
     let pay6_proof_expiry = r["result"]["expiry_unix_ts_ms"].as_i64().unwrap();
-    assert_eq!(user_gen_index(&s, &master), 1);
+    assert_eq!(user_gen_index(&s, &master).await, 1);
 
     // REV-1
     let r = s.call("/get_pro_revocations", &client::revocations(0)).await;
@@ -125,7 +131,7 @@ async fn server_flow_claim_proof_details_revocations() {
     let listed_until = items[0]["expiry_unix_ts_ms"].as_i64().unwrap();
     assert!(listed_until >= pay6_proof_expiry, "listed until {listed_until}, a proof runs to {pay6_proof_expiry}");
     assert_eq!(listed_until, exp1, "equals upstream: the surviving payment's expiry (day aligned)");
-    assert_eq!(user_gen_index(&s, &master), 2);
+    assert_eq!(user_gen_index(&s, &master).await, 2);
 
     // REV-3
     let r = s.call("/get_pro_revocations", &client::revocations(1)).await;
@@ -221,9 +227,8 @@ async fn server_flow_claim_proof_details_revocations() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn stacked_payments_auto_redeem_and_sweeps() {
-    let s = TestServer::start(Opts::prod(START)).await;
+async fn stacked_payments_auto_redeem_and_sweeps(backend: Backend) {
+    let s = TestServer::start(Opts::prod(START).on(backend)).await;
     let (master, rotating) = (Key::random(), Key::random());
     // PAY-4: two subscriptions with different tokens, grace 0 (inserted directly).
     let a = google(&master, "tok-a", "GPA.A", ProPlan::OneMonth, round_up_to_day(START) + 30 * DAY_MS, START);
@@ -233,19 +238,20 @@ async fn stacked_payments_auto_redeem_and_sweeps() {
         let r = s.call("/add_pro_payment", &client::add_pro_payment(&master, &rotating, &p.tx)).await;
         assert_eq!(r["status"], 0, "{r}");
     }
-    let c = s.sql();
-    let (g, expiry): (i64, i64) =
-        c.query_row("SELECT gen_index, expiry_unix_ts_ms FROM users", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-    assert_eq!((g, expiry), (1, b.expiry_unix_ts_ms));
-    assert_eq!(c.query_row("SELECT gen_index FROM runtime", [], |r| r.get::<_, i64>(0)).unwrap(), 2);
-    let rows: Vec<(i64, i64, bool, i64, Option<i64>)> = c
-        .prepare("SELECT plan, payment_provider, auto_renewing, redeemed_unix_ts_ms, revoked_unix_ts_ms FROM payments ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(rows, [(1, 1, true, round_up_to_day(START), None), (3, 1, true, round_up_to_day(START), None)]);
+    let pk = master.pk();
+    let u = s.read(move |tx| tx.user(&pk)).await.unwrap();
+    assert_eq!((u.gen_index, u.expiry_unix_ts_ms), (1, b.expiry_unix_ts_ms));
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM users"), 1);
+    assert_eq!(s.read(|tx| tx.runtime()).await.gen_index, 2);
+    let mut rows = Vec::new();
+    for p in [&a, &b] {
+        let r = payment(&s, &p.tx).await;
+        rows.push((r.id, r.plan, r.payment_provider, r.auto_renewing, r.redeemed_unix_ts_ms, r.revoked_unix_ts_ms));
+    }
+    assert!(rows[0].0 < rows[1].0, "inserted in order: {rows:?}");
+    let rows: Vec<_> = rows.into_iter().map(|r| (r.1, r.2, r.3, r.4, r.5)).collect();
+    assert_eq!(rows, [(1, 1, true, round_up_to_day(START), 0), (3, 1, true, round_up_to_day(START), 0)]);
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM payments WHERE revoked_unix_ts_ms IS NULL"), 2);
 
     // PAY-5: a later payment with an already-claimed token is claimed automatically.
     let other = Key::random();
@@ -255,16 +261,9 @@ async fn stacked_payments_auto_redeem_and_sweeps() {
     let renewal = google(&other, "tok-shared", "GPA.S2", ProPlan::TwelveMonth, START + 365 * DAY_MS, START + 1000);
     let out = s.write(AddUnredeemedPayment(renewal.clone())).await.unwrap();
     assert_eq!(out.auto_redeemed.map(|(k, _)| k), Some(other.pk()));
-    let (status, redeemed): (i64, i64) = c
-        .query_row("SELECT status, redeemed_unix_ts_ms FROM payments WHERE google_order_id = 'GPA.S2'", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    assert_eq!((status, redeemed), (2, round_up_to_day(START + 1000)));
-    assert_eq!(
-        c.query_row("SELECT COUNT(*) FROM payments WHERE status = 1", [], |r| { r.get::<_, i64>(0) }).unwrap(),
-        0
-    );
+    let r = payment(&s, &renewal.tx).await;
+    assert_eq!((r.status, r.redeemed_unix_ts_ms), (2, round_up_to_day(START + 1000)));
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM payments WHERE status = 1"), 0);
 
     // EXP-1: sweep at payment (a)'s expiry exactly (the bound is inclusive).
     let rep = s.write(RunExpiry { job_ts: a.expiry_unix_ts_ms }).await.unwrap();
@@ -281,28 +280,20 @@ async fn stacked_payments_auto_redeem_and_sweeps() {
         .await
         .unwrap()
     );
-    let rows: Vec<(bool, i64)> = c
-        .prepare("SELECT auto_renewing, grace_period_duration_ms FROM payments WHERE google_payment_token IN ('tok-a', 'tok-b') ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let mut rows = Vec::new();
+    for p in [&a, &b] {
+        let r = payment(&s, &p.tx).await;
+        rows.push((r.auto_renewing, r.grace_period_duration_ms));
+    }
     assert_eq!(rows, [(true, 0), (false, 10_000)]);
-    let (auto, grace): (bool, i64) = c
-        .query_row(
-            "SELECT auto_renewing, grace_period_duration_ms FROM users WHERE master_pkey = ?",
-            [master.pk().as_slice()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!((auto, grace), (false, 10_000));
+    let pk = master.pk();
+    let u = s.read(move |tx| tx.user(&pk)).await.unwrap();
+    assert_eq!((u.auto_renewing, u.grace_period_duration_ms), (false, 10_000));
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn refund_requests() {
-    let s = TestServer::start(Opts::prod(START)).await;
+async fn refund_requests(backend: Backend) {
+    let s = TestServer::start(Opts::prod(START).on(backend)).await;
     let (master, rotating) = (Key::random(), Key::random());
     // RFD-1: an Apple payment whose three ids are the same random string, claimed, then marked.
     let id = random_hex(16);
@@ -350,9 +341,8 @@ async fn refund_requests() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn dev_mode_payments_and_options() {
-    let s = TestServer::start(Opts::dev(START)).await;
+async fn dev_mode_payments_and_options(backend: Backend) {
+    let s = TestServer::start(Opts::dev(START).on(backend)).await;
     let (master, rotating) = (Key::random(), Key::random());
     let tx = PaymentTx::google("dev-token", "DEV.order-1");
     let mut req = client::add_pro_payment(&master, &rotating, &tx);
@@ -396,9 +386,7 @@ async fn dev_mode_payments_and_options() {
     let mut forged = client::add_pro_payment(&master, &rotating, &PaymentTx::apple_tx("DEV.apple-2"));
     forged["master_sig"] = json!("00".repeat(64));
     assert_eq!(s.call("/add_pro_payment", &forged).await["status"], 1);
-    let n: i64 =
-        s.sql().query_row("SELECT COUNT(*) FROM payments WHERE apple_tx_id = 'DEV.apple-2'", [], |r| r.get(0)).unwrap();
-    assert_eq!(n, 0);
+    assert_eq!(s.scalar("SELECT COUNT(*) FROM payments WHERE apple_tx_id = 'DEV.apple-2'"), 0);
     let ok = s
         .call("/add_pro_payment", &client::add_pro_payment(&master, &rotating, &PaymentTx::apple_tx("DEV.apple-2")))
         .await;

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod ops;
+pub mod postgres;
 pub mod rows;
 pub mod schema;
 pub mod sqlite;

@@ -1,13 +1,16 @@
-//! The store operations on a real (in-memory) SQLite database, following the worked examples
-//! of upstream's backend (backend.md §21), with the fixes of design.md §4 where they differ.
+//! The store operations on real databases, following the worked examples of upstream's backend
+//! (backend.md §21), with the fixes of design.md §4 where they differ. Each scenario runs on an
+//! in-memory SQLite database and on a fresh PostgreSQL database (`PRO_TEST_PG_URL`, see the
+//! README; `PRO_TEST_SKIP_PG=1` skips those variants).
 
 use ed25519_dalek::{Signer, SigningKey};
 use rusqlite::Connection;
 
 use super::ops::{self, DevPayment, OpCtx, OpError, ProofEntitlement};
+use super::postgres::{self, PgDatabase, PgTarget};
 use super::rows::NewPayment;
-use super::sqlite::{self, SqliteTarget};
-use super::{StoreTx, schema};
+use super::sqlite::{self, SqliteDatabase, SqliteTarget};
+use super::{Database, StoreResult, StoreTx, read_db, schema, write_db};
 use crate::domain::hashes::{gen_index_hash, google_obfuscated_account_id, proof_hash};
 use crate::domain::time::{DAY_MS, clamp_proof_expiry, round_up_to_day};
 use crate::domain::types::{PaymentProvider, PaymentStatus, PaymentTx, ProPlan, RedeemOutcome};
@@ -27,8 +30,117 @@ fn db() -> Connection {
     c
 }
 
-fn w<T>(c: &mut Connection, f: impl FnOnce(&mut dyn StoreTx) -> Result<T, OpError>) -> T {
-    sqlite::write(c, f).unwrap()
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh PostgreSQL database for one test, dropped afterwards.
+struct PgScratch {
+    admin: PgTarget,
+    name: String,
+}
+
+impl Drop for PgScratch {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.admin.connect() {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// The tests' PostgreSQL server (as the integration tests find it).
+fn pg_admin_url() -> String {
+    std::env::var("PRO_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgresql://pro_test:pro_test@127.0.0.1:5432/postgres".into())
+}
+
+fn pg_skipped() -> bool {
+    std::env::var("PRO_TEST_SKIP_PG").is_ok_and(|v| v == "1")
+}
+
+/// A bootstrapped database of either backend, with the dev key and the fixed salt.
+struct TestDb {
+    db: Box<dyn Database>,
+    _scratch: Option<PgScratch>,
+}
+
+fn db_on(kind: Kind) -> TestDb {
+    match kind {
+        Kind::Sqlite => TestDb { db: Box::new(SqliteDatabase { conn: db() }), _scratch: None },
+        Kind::Postgres => {
+            let admin_url = pg_admin_url();
+            let admin = PgTarget::parse(&admin_url).unwrap();
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).unwrap();
+            let name = format!("test_{}", hex::encode(b));
+            let mut c = admin.connect().unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is not usable for the tests at {admin_url}: {e}; start one and set \
+                     PRO_TEST_PG_URL (see the README), or set PRO_TEST_SKIP_PG=1 to skip these variants"
+                )
+            });
+            c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+            drop(c);
+            let (base, query) = admin_url.split_once('?').map_or((admin_url.as_str(), None), |(b, q)| (b, Some(q)));
+            let mut url = format!("{}/{name}", base.rsplit_once('/').map_or(base, |(head, _)| head));
+            if let Some(q) = query {
+                url = format!("{url}?{q}");
+            }
+            let scratch = PgScratch { admin, name };
+            let mut pg = PgDatabase::open(std::sync::Arc::new(PgTarget::parse(&url).unwrap())).unwrap();
+            postgres::bootstrap(pg.client().unwrap(), [0xCD; 32]).unwrap();
+            pg.client().unwrap().execute("UPDATE runtime SET gen_index_salt = $1", &[&SALT.as_slice()]).unwrap();
+            TestDb { db: Box::new(pg), _scratch: Some(scratch) }
+        }
+    }
+}
+
+/// Declares `sqlite` and `postgres` tests running `name(kind)` on each backend.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(super::Kind::Sqlite)
+            }
+            #[test]
+            fn postgres() {
+                if super::pg_skipped() {
+                    eprintln!("PostgreSQL variant skipped (PRO_TEST_SKIP_PG=1)");
+                } else {
+                    super::$name(super::Kind::Postgres)
+                }
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    scenario_a_purchase_redeem_renew_expire_refund,
+    scenario_b_rangeproof_clamp_and_stacking,
+    scenario_d_revoking_one_of_two_payments_reallocates_once,
+    scenario_e_unredeemed_revocation_and_foreign_obfuscated_id,
+    scenario_f_renewal_info_refund_requests_user_errors,
+    refund_requests_touch_only_the_owners_apple_payment,
+    scenario_c_dev_payment_is_fabricated_and_claimed,
+    claiming_an_old_cycle_of_an_ended_subscription_fails_without_changes,
+    notification_histories,
+);
+
+fn w<T>(c: &mut TestDb, f: impl FnOnce(&mut dyn StoreTx) -> Result<T, OpError>) -> T {
+    write_db(&mut *c.db, f).unwrap()
+}
+
+fn wr<T>(c: &mut TestDb, f: impl FnOnce(&mut dyn StoreTx) -> Result<T, OpError>) -> Result<T, OpError> {
+    write_db(&mut *c.db, f)
+}
+
+fn rd<T>(c: &mut TestDb, f: impl FnOnce(&mut dyn StoreTx) -> StoreResult<T>) -> StoreResult<T> {
+    read_db(&mut *c.db, f)
 }
 
 fn prod(now: i64) -> OpCtx {
@@ -55,7 +167,7 @@ fn google_payment(
 }
 
 /// Records a store payment the way the platform layers do: add, then default grace.
-fn witness(c: &mut Connection, p: &NewPayment, now: i64, grace: i64) -> ops::AddPaymentOutcome {
+fn witness(c: &mut TestDb, p: &NewPayment, now: i64, grace: i64) -> ops::AddPaymentOutcome {
     w(c, |tx| {
         let out = ops::add_unredeemed_payment(tx, p, prod(now))?;
         ops::update_renewal_info(tx, &p.tx, Some(grace), None)?;
@@ -63,12 +175,12 @@ fn witness(c: &mut Connection, p: &NewPayment, now: i64, grace: i64) -> ops::Add
     })
 }
 
-fn payment(c: &mut Connection, tx: &PaymentTx) -> super::PaymentRow {
-    sqlite::read(c, |t| t.find_payment(tx)).unwrap().unwrap()
+fn payment(c: &mut TestDb, tx: &PaymentTx) -> super::PaymentRow {
+    rd(c, |t| t.find_payment(tx)).unwrap().unwrap()
 }
 
-fn user(c: &mut Connection, m: &[u8; 32]) -> super::UserRow {
-    sqlite::read(c, |t| t.user(m)).unwrap().unwrap()
+fn user(c: &mut TestDb, m: &[u8; 32]) -> super::UserRow {
+    rd(c, |t| t.user(m)).unwrap().unwrap()
 }
 
 fn sign_proof(gen_index: u64, rotating: &[u8; 32], expiry: i64) -> String {
@@ -91,9 +203,8 @@ fn fresh_database_has_the_v9_layout_and_a_runtime_row() {
     assert_eq!(again.gen_index_salt, SALT);
 }
 
-#[test]
-fn scenario_a_purchase_redeem_renew_expire_refund() {
-    let mut c = db();
+fn scenario_a_purchase_redeem_renew_expire_refund(kind: Kind) {
+    let mut c = db_on(kind);
     let (m, r, r2) = (key(0x11), key(0x22), key(0x33));
     assert_eq!(hex::encode(m), "d04ab232742bb4ab3a1368bd4615e4e6d0224ab71a016baf8520a332c9778737");
     let t_u = NOW - 60_000;
@@ -143,9 +254,7 @@ fn scenario_a_purchase_redeem_renew_expire_refund() {
 
     // generate_pro_proof at G1: the user's unrounded expiry is earlier than the 30-day cap.
     let g1 = NOW + 3_600_000;
-    let ProofEntitlement::Entitled(u) = sqlite::read(&mut c, |t| ops::proof_entitlement(t, &m)).unwrap() else {
-        panic!()
-    };
+    let ProofEntitlement::Entitled(u) = rd(&mut c, |t| ops::proof_entitlement(t, &m)).unwrap() else { panic!() };
     let e = clamp_proof_expiry(g1, u.expiry_unix_ts_ms);
     assert_eq!(e, 1769864352345);
     assert_eq!(
@@ -166,7 +275,7 @@ fn scenario_a_purchase_redeem_renew_expire_refund() {
     );
     let u = user(&mut c, &m);
     assert_eq!((u.gen_index, u.expiry_unix_ts_ms), (1, 1772456352345));
-    assert_eq!(sqlite::read(&mut c, |t| t.runtime()).unwrap().gen_index, 2);
+    assert_eq!(rd(&mut c, |t| t.runtime()).unwrap().gen_index, 2);
 
     // Daily job at the first payment's rounded expiry; running it twice does nothing more.
     let mid = round_up_to_day(exp1);
@@ -188,16 +297,16 @@ fn scenario_a_purchase_redeem_renew_expire_refund() {
     assert_eq!(payment(&mut c, &p1.tx).status, 3);
     let u = user(&mut c, &m);
     assert_eq!((u.gen_index, u.expiry_unix_ts_ms, u.auto_renewing), (1, t_v, false));
-    let revs = sqlite::read(&mut c, |t| t.revocations()).unwrap();
+    let revs = rd(&mut c, |t| t.revocations()).unwrap();
     assert_eq!(revs.len(), 1);
     assert_eq!((revs[0].gen_index, revs[0].creation_unix_ts_ms), (1, t_v));
     assert!(revs[0].expiry_unix_ts_ms >= 1772456352345);
-    let rt = sqlite::read(&mut c, |t| t.runtime()).unwrap();
+    let rt = rd(&mut c, |t| t.runtime()).unwrap();
     assert_eq!((rt.gen_index, rt.revocation_ticket), (2, 1));
     let item = revs[0].publish(&SALT);
     assert_eq!(hex::encode(item.gen_index_hash), "cf83a8629f1c54cb3c4f777ef161546dba932d88446afefc82627b65bf1eadf9");
     assert_eq!(item.effective_unix_ts_ms, t_v + DAY_MS);
-    assert_eq!(sqlite::read(&mut c, |t| ops::proof_entitlement(t, &m)).unwrap(), ProofEntitlement::Revoked);
+    assert_eq!(rd(&mut c, |t| ops::proof_entitlement(t, &m)).unwrap(), ProofEntitlement::Revoked);
 
     // A repeated refund is idempotent (upstream aborted on a UNIQUE violation).
     assert!(w(&mut c, |tx| ops::revoke_subscription(
@@ -207,24 +316,23 @@ fn scenario_a_purchase_redeem_renew_expire_refund() {
         t_v + 5000,
         t_v + 5000
     )));
-    assert_eq!(sqlite::read(&mut c, |t| t.runtime()).unwrap().revocation_ticket, 1);
-    assert_eq!(sqlite::read(&mut c, |t| t.revocations()).unwrap(), revs);
+    assert_eq!(rd(&mut c, |t| t.runtime()).unwrap().revocation_ticket, 1);
+    assert_eq!(rd(&mut c, |t| t.revocations()).unwrap(), revs);
 
     // The next midnight does not prune it early (upstream did).
     let rep = w(&mut c, |tx| Ok(ops::expire(tx, round_up_to_day(t_v))?));
     assert_eq!(rep.revocations, 0);
-    assert_eq!(sqlite::read(&mut c, |t| t.revocations()).unwrap().len(), 1);
+    assert_eq!(rd(&mut c, |t| t.revocations()).unwrap().len(), 1);
 
     // Details after the refund.
-    let d = sqlite::read(&mut c, |t| ops::pro_details(t, &m, 10)).unwrap();
+    let d = rd(&mut c, |t| ops::pro_details(t, &m, 10)).unwrap();
     assert_eq!(d.payments_total, 2);
     assert!(d.user_generation_revoked);
     assert_eq!(d.items.iter().map(|p| p.status).collect::<Vec<_>>(), [4, 3]);
 }
 
-#[test]
-fn scenario_b_rangeproof_clamp_and_stacking() {
-    let mut c = db();
+fn scenario_b_rangeproof_clamp_and_stacking(kind: Kind) {
+    let mut c = db_on(kind);
     let (m, r) = (key(0x11), key(0x22));
     let rp = NewPayment {
         tx: PaymentTx::rangeproof("RP-0001"),
@@ -258,9 +366,8 @@ fn scenario_b_rangeproof_clamp_and_stacking() {
     assert_eq!((u.expiry_unix_ts_ms, u.grace_period_duration_ms, u.auto_renewing), (1798804812345, 0, false));
 }
 
-#[test]
-fn scenario_d_revoking_one_of_two_payments_reallocates_once() {
-    let mut c = db();
+fn scenario_d_revoking_one_of_two_payments_reallocates_once(kind: Kind) {
+    let mut c = db_on(kind);
     let m = key(0x11);
     let rp = NewPayment {
         tx: PaymentTx::rangeproof("RP-D"),
@@ -281,7 +388,7 @@ fn scenario_d_revoking_one_of_two_payments_reallocates_once() {
     assert_eq!(user(&mut c, &m).gen_index, 1);
     let t1 = NOW + 5 * DAY_MS;
     assert!(w(&mut c, |tx| ops::revoke_subscription(tx, PaymentProvider::Google, "tok-D", t1, t1)));
-    let revs = sqlite::read(&mut c, |t| t.revocations()).unwrap();
+    let revs = rd(&mut c, |t| t.revocations()).unwrap();
     assert_eq!((revs[0].gen_index, revs[0].creation_unix_ts_ms, revs[0].expiry_unix_ts_ms), (1, t1, 1775044812345));
     let u = user(&mut c, &m);
     assert_eq!((u.gen_index, u.expiry_unix_ts_ms), (2, 1775044812345));
@@ -290,20 +397,19 @@ fn scenario_d_revoking_one_of_two_payments_reallocates_once() {
     let t2 = NOW + 6 * DAY_MS;
     assert!(w(&mut c, |tx| ops::revoke_subscription(tx, PaymentProvider::Google, "tok-D", t2, t2)));
     assert_eq!(user(&mut c, &m).gen_index, 2);
-    let rt = sqlite::read(&mut c, |t| t.runtime()).unwrap();
+    let rt = rd(&mut c, |t| t.runtime()).unwrap();
     assert_eq!((rt.gen_index, rt.revocation_ticket), (3, 1));
 }
 
-#[test]
-fn scenario_e_unredeemed_revocation_and_foreign_obfuscated_id() {
-    let mut c = db();
+fn scenario_e_unredeemed_revocation_and_foreign_obfuscated_id(kind: Kind) {
+    let mut c = db_on(kind);
     let m = key(0x11);
     let g = google_payment(&m, "tok-E", "GPA.E", ProPlan::OneMonth, NOW + DAY_MS, NOW);
     witness(&mut c, &g, NOW, GRACE);
     assert!(w(&mut c, |tx| ops::revoke_subscription(tx, PaymentProvider::Google, "tok-E", NOW, NOW)));
     let row = payment(&mut c, &g.tx);
     assert_eq!((row.status, row.master_pkey, row.revoked_unix_ts_ms), (4, None, NOW));
-    assert_eq!(sqlite::read(&mut c, |t| t.revocation_ticket()).unwrap(), 0);
+    assert_eq!(rd(&mut c, |t| t.revocation_ticket()).unwrap(), 0);
     assert_eq!(w(&mut c, |tx| ops::redeem(tx, &m, &g.tx, NOW)), RedeemOutcome::UnknownPayment);
 
     // A Google purchase made for another account cannot be claimed.
@@ -313,9 +419,8 @@ fn scenario_e_unredeemed_revocation_and_foreign_obfuscated_id() {
     assert_eq!(payment(&mut c, &other.tx).status, 1);
 }
 
-#[test]
-fn scenario_f_renewal_info_refund_requests_user_errors() {
-    let mut c = db();
+fn scenario_f_renewal_info_refund_requests_user_errors(kind: Kind) {
+    let mut c = db_on(kind);
     let m = key(0x11);
     let g = google_payment(&m, "tok-G", "GPA.G", ProPlan::OneMonth, 1769860812345, NOW);
     witness(&mut c, &g, NOW, GRACE);
@@ -336,19 +441,18 @@ fn scenario_f_renewal_info_refund_requests_user_errors() {
     // User errors: first timestamp kept, reported for the owner.
     assert!(w(&mut c, |tx| Ok(tx.add_user_error(PaymentProvider::Google, "tok-G", 5)?)));
     assert!(!w(&mut c, |tx| Ok(tx.add_user_error(PaymentProvider::Google, "tok-G", 6)?)));
-    assert!(sqlite::read(&mut c, |t| ops::pro_details(t, &m, 0)).unwrap().error_report);
-    let d = sqlite::read(&mut c, |t| ops::pro_details(t, &m, 0)).unwrap();
+    assert!(rd(&mut c, |t| ops::pro_details(t, &m, 0)).unwrap().error_report);
+    let d = rd(&mut c, |t| ops::pro_details(t, &m, 0)).unwrap();
     assert!(d.items.is_empty());
     assert_eq!(d.payments_total, 1);
-    let nobody = sqlite::read(&mut c, |t| ops::pro_details(t, &key(0x77), 10)).unwrap();
+    let nobody = rd(&mut c, |t| ops::pro_details(t, &key(0x77), 10)).unwrap();
     assert_eq!((nobody.user, nobody.payments_total, nobody.error_report), (None, 0, false));
     assert!(w(&mut c, |tx| Ok(tx.delete_user_error(PaymentProvider::Google, "tok-G")?)));
-    assert!(!sqlite::read(&mut c, |t| ops::pro_details(t, &m, 0)).unwrap().error_report);
+    assert!(!rd(&mut c, |t| ops::pro_details(t, &m, 0)).unwrap().error_report);
 }
 
-#[test]
-fn refund_requests_touch_only_the_owners_apple_payment() {
-    let mut c = db();
+fn refund_requests_touch_only_the_owners_apple_payment(kind: Kind) {
+    let mut c = db_on(kind);
     let (m, thief) = (key(0x11), key(0x12));
     let a = NewPayment {
         tx: PaymentTx::apple("orig-1", "tx-1", "web-1"),
@@ -374,9 +478,8 @@ fn refund_requests_touch_only_the_owners_apple_payment() {
     assert_eq!(user(&mut c, &m).refund_requested_unix_ts_ms, 0);
 }
 
-#[test]
-fn scenario_c_dev_payment_is_fabricated_and_claimed() {
-    let mut c = db();
+fn scenario_c_dev_payment_is_fabricated_and_claimed(kind: Kind) {
+    let mut c = db_on(kind);
     let (m, r) = (key(0x11), key(0x22));
     let tx = PaymentTx::google("dev-token", "DEV.order-1");
     let dev = DevPayment { plan: ProPlan::OneMonth, duration_ms: 300_000, auto_renewing: true };
@@ -409,9 +512,8 @@ fn scenario_c_dev_payment_is_fabricated_and_claimed() {
     assert_eq!(w(&mut c, |t| ops::claim_for_client(t, &m, &tx2, prod(NOW), Some(dev))), RedeemOutcome::UnknownPayment);
 }
 
-#[test]
-fn claiming_an_old_cycle_of_an_ended_subscription_fails_without_changes() {
-    let mut c = db();
+fn claiming_an_old_cycle_of_an_ended_subscription_fails_without_changes(kind: Kind) {
+    let mut c = db_on(kind);
     let m = key(0x11);
     // The first cycle is still unclaimed; its renewal was claimed and has since expired.
     let old = google_payment(&m, "tok-H", "GPA.H", ProPlan::OneMonth, NOW + 10 * DAY_MS, NOW);
@@ -420,12 +522,12 @@ fn claiming_an_old_cycle_of_an_ended_subscription_fails_without_changes() {
     witness(&mut c, &new, NOW, GRACE);
     w(&mut c, |tx| ops::redeem(tx, &m, &new.tx, NOW));
     w(&mut c, |tx| Ok(ops::expire(tx, NOW + 3 * DAY_MS)?));
-    let before = sqlite::read(&mut c, |t| t.runtime()).unwrap().gen_index;
-    let r = sqlite::write(&mut c, |tx| ops::redeem(tx, &m, &old.tx, NOW));
+    let before = rd(&mut c, |t| t.runtime()).unwrap().gen_index;
+    let r = wr(&mut c, |tx| ops::redeem(tx, &m, &old.tx, NOW));
     // The lineage is represented by the newer, expired cycle, so nothing usable remains.
     assert!(matches!(r, Err(OpError::Rejected(_))), "{r:?}");
     assert_eq!(payment(&mut c, &old.tx).status, PaymentStatus::Unredeemed.as_i64(), "rolled back");
-    assert_eq!(sqlite::read(&mut c, |t| t.runtime()).unwrap().gen_index, before);
+    assert_eq!(rd(&mut c, |t| t.runtime()).unwrap().gen_index, before);
 }
 
 #[test]
@@ -469,31 +571,175 @@ fn refuses_unknown_schema_versions() {
     assert_eq!(n, 0, "a failed bootstrap leaves nothing behind");
 }
 
-#[test]
-fn notification_histories() {
-    let mut c = db();
-    assert!(!sqlite::read(&mut c, |t| t.apple_uuid_seen("u-1")).unwrap());
+fn notification_histories(kind: Kind) {
+    let mut c = db_on(kind);
+    assert!(!rd(&mut c, |t| t.apple_uuid_seen("u-1")).unwrap());
     w(&mut c, |t| Ok(t.add_apple_uuid("u-1", 100)?));
-    assert!(sqlite::read(&mut c, |t| t.apple_uuid_seen("u-1")).unwrap());
+    assert!(rd(&mut c, |t| t.apple_uuid_seen("u-1")).unwrap());
     w(&mut c, |t| Ok(t.set_apple_checkpoint(55)?));
-    assert_eq!(sqlite::read(&mut c, |t| t.runtime()).unwrap().apple_notification_checkpoint_unix_ts_ms, 55);
+    assert_eq!(rd(&mut c, |t| t.runtime()).unwrap().apple_notification_checkpoint_unix_ts_ms, 55);
 
     assert!(w(&mut c, |t| Ok(t.add_google_notification(7, Some("{}"), 200)?)));
     assert!(!w(&mut c, |t| Ok(t.add_google_notification(7, Some("{}"), 200)?)), "recorded once");
     w(&mut c, |t| Ok(t.add_google_notification(8, None, 300)?));
     assert_eq!(
-        sqlite::read(&mut c, |t| t.unhandled_google_notifications()).unwrap(),
+        rd(&mut c, |t| t.unhandled_google_notifications()).unwrap(),
         [(7, Some("{}".to_string()), 200), (8, None, 300)]
     );
     assert!(w(&mut c, |t| Ok(t.mark_google_notification_handled(7)?)));
-    assert_eq!(sqlite::read(&mut c, |t| t.google_notification_handled(7)).unwrap(), Some(true));
-    assert_eq!(sqlite::read(&mut c, |t| t.google_notification_handled(9)).unwrap(), None);
+    assert_eq!(rd(&mut c, |t| t.google_notification_handled(7)).unwrap(), Some(true));
+    assert_eq!(rd(&mut c, |t| t.google_notification_handled(9)).unwrap(), None);
     // The daily job prunes handled Google rows and expired Apple UUIDs only.
     let rep = w(&mut c, |t| Ok(ops::expire(t, 1000)?));
     assert_eq!((rep.apple_notifications, rep.google_notifications), (1, 1));
-    assert_eq!(sqlite::read(&mut c, |t| t.unhandled_google_notifications()).unwrap().len(), 1);
+    assert_eq!(rd(&mut c, |t| t.unhandled_google_notifications()).unwrap().len(), 1);
     assert!(w(&mut c, |t| Ok(t.delete_google_notification(8)?)));
     assert!(w(&mut c, |t| Ok(t.add_user_error(PaymentProvider::Apple, "orig", 1)?)));
-    assert!(sqlite::read(&mut c, |t| t.has_user_error(PaymentProvider::Apple, "orig")).unwrap());
-    assert!(!sqlite::read(&mut c, |t| t.has_user_error(PaymentProvider::Google, "orig")).unwrap());
+    assert!(rd(&mut c, |t| t.has_user_error(PaymentProvider::Apple, "orig")).unwrap());
+    assert!(!rd(&mut c, |t| t.has_user_error(PaymentProvider::Google, "orig")).unwrap());
+}
+
+/// A connection of its own to the database behind `c` (PostgreSQL only).
+fn second_connection(c: &TestDb) -> PgDatabase {
+    let scratch = c._scratch.as_ref().unwrap();
+    let url = pg_admin_url();
+    let base = url.split_once('?').map_or(url.as_str(), |(b, _)| b);
+    let url = format!("{}/{}", base.rsplit_once('/').map_or(base, |(h, _)| h), scratch.name);
+    PgDatabase::open(std::sync::Arc::new(PgTarget::parse(&url).unwrap())).unwrap()
+}
+
+#[test]
+fn postgres_bootstrap_is_idempotent_and_all_or_nothing() {
+    if pg_skipped() {
+        return;
+    }
+    let mut c = db_on(Kind::Postgres);
+    let mut other = second_connection(&c);
+    let rt = rd(&mut c, |t| t.runtime()).unwrap();
+    assert_eq!((rt.gen_index, rt.revocation_ticket, rt.backend_key), (0, 0, [0xCD; 32]));
+    // Again: the key and salt stay, nothing is migrated.
+    let rep = postgres::bootstrap(other.client().unwrap(), [7; 32]).unwrap();
+    assert_eq!((rep.from_version, rep.created_runtime, rep.migrations.len()), (9, false, 0));
+    let again = rd(&mut c, |t| t.runtime()).unwrap();
+    assert_eq!((again.backend_key, again.gen_index_salt), ([0xCD; 32], SALT));
+    let version: i32 = other.client().unwrap().query_one("SELECT version FROM schema_version", &[]).unwrap().get(0);
+    assert_eq!(version, 9);
+
+    // An unknown version is refused and the failed bootstrap changes nothing.
+    let cl = other.client().unwrap();
+    cl.batch_execute("UPDATE schema_version SET version = 3; DROP TABLE user_errors").unwrap();
+    assert!(postgres::bootstrap(cl, [7; 32]).is_err());
+    let user_errors: bool = cl.query_one("SELECT to_regclass('user_errors') IS NOT NULL", &[]).unwrap().get(0);
+    assert!(!user_errors, "the tables the failed bootstrap created were rolled back");
+}
+
+#[test]
+fn postgres_ticket_triggers_count_inserts_and_deletes_only() {
+    if pg_skipped() {
+        return;
+    }
+    let mut c = db_on(Kind::Postgres);
+    let row =
+        crate::domain::revocation::RevocationRow { gen_index: 5, creation_unix_ts_ms: NOW, expiry_unix_ts_ms: NOW };
+    w(&mut c, |t| Ok(t.insert_revocation(&row)?));
+    w(&mut c, |t| {
+        Ok(t.update_revocation(&crate::domain::revocation::RevocationRow { expiry_unix_ts_ms: NOW + 1, ..row })?)
+    });
+    assert_eq!(rd(&mut c, |t| t.revocation_ticket()).unwrap(), 1, "an update does not count");
+    assert!(w(&mut c, |t| Ok(t.delete_revocation(5)?)));
+    assert_eq!(rd(&mut c, |t| t.revocation_ticket()).unwrap(), 2);
+}
+
+#[test]
+fn postgres_connections_racing_for_generations_and_the_daily_job() {
+    if pg_skipped() {
+        return;
+    }
+    let c = db_on(Kind::Postgres);
+    // Four connections, as four servers would hold: every generation is handed out once and
+    // each day's job is claimed once.
+    let results: Vec<(Vec<u64>, Vec<i64>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let mut db = second_connection(&c);
+                s.spawn(move || {
+                    let mut gens = Vec::new();
+                    let mut days = Vec::new();
+                    for day in 1..=25i64 {
+                        gens.push(write_db(&mut db, |t| Ok(t.take_gen_index()?)).unwrap());
+                        if write_db(&mut db, |t| Ok(ops::expire(t, day * DAY_MS)?)).unwrap().already_done {
+                            continue;
+                        }
+                        days.push(day);
+                    }
+                    (gens, days)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut gens: Vec<u64> = results.iter().flat_map(|r| r.0.clone()).collect();
+    gens.sort();
+    assert_eq!(gens, (0..100).collect::<Vec<u64>>());
+    let mut days: Vec<i64> = results.iter().flat_map(|r| r.1.clone()).collect();
+    days.sort();
+    days.dedup();
+    let runs: usize = results.iter().map(|r| r.1.len()).sum();
+    assert_eq!(runs, days.len(), "no day ran twice: {results:?}");
+}
+
+/// The PostgreSQL report queries group exactly as SQLite's do, on data made by the store's own
+/// operations across day, ISO-week, month and year boundaries.
+#[test]
+fn reports_agree_across_backends() {
+    use crate::domain::time::days_from_civil;
+    use crate::reports::{ReportKind, generate, render_csv};
+    if pg_skipped() {
+        eprintln!("PostgreSQL comparison skipped (PRO_TEST_SKIP_PG=1)");
+        return;
+    }
+    let fill = |c: &mut TestDb| {
+        let at = |y, m, d, h: i64| days_from_civil(y, m, d) * DAY_MS + h * 3_600_000;
+        let starts =
+            [at(2026, 12, 28, 9), at(2027, 1, 1, 8), at(2027, 1, 3, 23), at(2027, 1, 4, 0), at(2027, 2, 1, 12)];
+        for (i, start) in starts.into_iter().enumerate() {
+            let m = key(0x60 + i as u8);
+            let p = google_payment(
+                &m,
+                &format!("rep-{i}"),
+                &format!("GPA.rep-{i}"),
+                ProPlan::OneMonth,
+                start + 30 * DAY_MS,
+                start,
+            );
+            w(c, |tx| {
+                ops::add_unredeemed_payment(tx, &p, prod(start))?;
+                if i != 4 {
+                    ops::redeem(tx, &m, &p.tx, round_up_to_day(start))?;
+                }
+                if i == 1 {
+                    ops::update_renewal_info(tx, &p.tx, None, Some(false))?;
+                }
+                if i == 2 {
+                    ops::revoke_subscription(
+                        tx,
+                        PaymentProvider::Google,
+                        &p.tx.google_payment_token,
+                        start + DAY_MS,
+                        start + DAY_MS,
+                    )?;
+                }
+                Ok(())
+            });
+        }
+    };
+    let (mut lite, mut pg) = (db_on(Kind::Sqlite), db_on(Kind::Postgres));
+    fill(&mut lite);
+    fill(&mut pg);
+    for kind in [ReportKind::Daily, ReportKind::Weekly, ReportKind::Monthly] {
+        let a = render_csv(&rd(&mut lite, |tx| generate(tx, kind, 50)).unwrap());
+        let b = render_csv(&rd(&mut pg, |tx| generate(tx, kind, 50)).unwrap());
+        assert_eq!(a, b, "{kind:?}");
+        assert!(a.lines().count() > 3, "{a}");
+    }
 }
