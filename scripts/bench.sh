@@ -89,6 +89,13 @@ else
     echo "== database: SQLite file in $WORK"
 fi
 
+# add_pro_payment claims payments the server has witnessed (the production path): record them
+# first, as the Apple receiver would, with one claim body each — more than a run can send.
+echo "== recording $((DUR * 10000)) witnessed payments to claim"
+DB_FLAG=(--db-path "$WORK/bench.db")
+[[ "$DB" == postgres ]] && DB_FLAG=(--db-url "${DB_ENV[0]#SESH_PRO_BACKEND_DB_URL=}")
+"$GEN" witness "${DB_FLAG[@]}" --count "$((DUR * 10000))" --out "$WORK/add_pro_payment.jsonl"
+
 echo "== starting the server on $URL (dev mode, fresh database)"
 T0=$(date +%s%N)
 env SESH_PRO_BACKEND_DEV=1 \
@@ -170,7 +177,9 @@ for route in "${ROUTES[@]}"; do
         add_pro_payment) COUNT=$((DUR * 10000)) ;;
     esac
     BODIES="$WORK/$route.jsonl"
-    "$GEN" bodies --route "$base" --count "$COUNT" --seeds "$WORK/seeds.txt" --onion "$ONION" --out "$BODIES"
+    if [[ "$route" != add_pro_payment ]]; then
+        "$GEN" bodies --route "$base" --count "$COUNT" --seeds "$WORK/seeds.txt" --onion "$ONION" --out "$BODIES"
+    fi
 
     TICKS0=$(server_ticks)
     DB0=$(db_ticks)

@@ -32,6 +32,9 @@ usage:
   bench-gen bodies --route ROUTE --count N [--seeds FILE] [--onion 1] --out FILE
       ROUTE: generate_pro_proof | get_pro_details | get_pro_revocations | add_pro_payment
       --onion 1 wraps each body in an onion request to a dev-mode server (hex, one per line)
+  bench-gen witness (--db-path FILE | --db-url URL) --count N --out FILE
+      records N unredeemed App Store payments in a (new) dev database, as the Apple receiver
+      would, and writes one add_pro_payment body claiming each
   bench-gen free-port
   bench-gen wait-health --url http://127.0.0.1:PORT [--timeout-ms N]";
 
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         "crypto-rate" => crypto_rate(&flags),
         "setup" => setup(&flags),
         "bodies" => bodies(&flags),
+        "witness" => witness(&flags),
         "free-port" => free_port(),
         "wait-health" => wait_health(&flags),
         "-h" | "--help" | "help" => {
@@ -93,6 +97,73 @@ impl Flags {
             (None, None) => Err(format!("missing --{name}")),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Witnessed payments (the production claim path)
+
+/// Opens the benchmark database (bootstrapped with the dev key, as the dev-mode server expects).
+fn open_db(flags: &Flags) -> Res<Box<dyn pro_engine::store::Database>> {
+    use pro_engine::store::postgres::{PgDatabase, PgTarget};
+    use pro_engine::store::sqlite::{SqliteDatabase, SqliteTarget};
+    if let Ok(url) = flags.str("db-url") {
+        let target = PgTarget::parse(url)?;
+        pro_engine::engine::open_and_bootstrap_postgres(&target, true)?;
+        let db = PgDatabase::open(std::sync::Arc::new(target)).map_err(|e| e.to_string())?;
+        return Ok(Box::new(db));
+    }
+    let (conn, _, _) = pro_engine::engine::open_and_bootstrap(&SqliteTarget::file(flags.str("db-path")?), true)?;
+    Ok(Box::new(SqliteDatabase { conn }))
+}
+
+/// Records `count` unredeemed App Store payments (a year long, no app account token) and writes
+/// an add_pro_payment body per payment, each claiming it for fresh keys.
+fn witness(flags: &Flags) -> Res<()> {
+    use pro_engine::domain::types::ProPlan;
+    use pro_engine::store::ops::{OpCtx, add_unredeemed_payment};
+    use pro_engine::store::rows::NewPayment;
+    let count = flags.num("count", None)? as usize;
+    let out = flags.str("out")?;
+    let mut db = open_db(flags)?;
+    let now = now_ms() as i64;
+    let start = Instant::now();
+    let ids: Vec<String> = (0..count).map(|i| format!("BENCH.{i}.{}", hex::encode(random_bytes::<6>()))).collect();
+    for chunk in ids.chunks(2000) {
+        pro_engine::store::write_db(&mut *db, |tx| {
+            for id in chunk {
+                let p = NewPayment {
+                    tx: PaymentTx::apple(id, id, id),
+                    plan: ProPlan::TwelveMonth,
+                    expiry_unix_ts_ms: now + DEV_DURATION_MS as i64,
+                    unredeemed_unix_ts_ms: now,
+                    platform_refund_expiry_unix_ts_ms: now + DEV_DURATION_MS as i64,
+                    google_obfuscated_account_id: None,
+                    apple_app_account_token: String::new(),
+                };
+                add_unredeemed_payment(tx, &p, OpCtx { now, dev: true })?;
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("recording payments: {e}"))?;
+    }
+    let mut file = BufWriter::new(File::create(out).map_err(|e| format!("create {out}: {e}"))?);
+    for id in &ids {
+        let (master, rotating) = (random_key(), random_key());
+        let tx = PaymentTx::apple_tx(id);
+        let d = add_pro_payment_hash(0, &master.verifying_key().to_bytes(), &rotating.verifying_key().to_bytes(), &tx);
+        let body = json!({
+            "version": 0,
+            "master_pkey": pub_hex(&master),
+            "rotating_pkey": pub_hex(&rotating),
+            "master_sig": sig_hex(&master, &d),
+            "rotating_sig": sig_hex(&rotating, &d),
+            "payment_tx": {"provider": 2, "apple_tx_id": id},
+        });
+        writeln!(file, "{body}").map_err(|e| format!("write {out}: {e}"))?;
+    }
+    file.flush().map_err(|e| format!("write {out}: {e}"))?;
+    eprintln!("bench-gen: witnessed {count} payments and wrote their claims to {out} in {:.2} s", start.elapsed().as_secs_f64());
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
