@@ -1,6 +1,7 @@
 //! Apple notifications end to end over HTTP (platforms.md §5.3, scenarios.md APL and REV-4):
 //! a generated Apple-like chain signs notifications, the real app verifies and applies them,
-//! and a client redeems and uses the payments through the public routes.
+//! and a client redeems and uses the payments through the public routes, on SQLite and on
+//! PostgreSQL.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +16,22 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::client::{self, Key};
-use crate::harness::{Opts, Resp, TestServer};
+use crate::harness::{Backend, Opts, Resp, TestServer, on_both_backends};
+
+on_both_backends!(
+    route_exists_only_with_apple_enabled,
+    purchase_is_redeemed_then_refunded,
+    duplicate_uuid_has_no_second_effect,
+    failing_notification_answers_500_and_reports_an_error,
+    bad_deliveries_change_nothing,
+    test_notifications_and_notifications_without_renewal_info,
+    upgrade_downgrade_cancel_sequence,
+    refund_applies_to_the_whole_subscription,
+    intended_behaviour_of_offers_declines_and_grace,
+    production_deployment_checks_the_app_id,
+    unreadable_or_bad_apple_files_stop_start_up,
+    onion_requests_reach_the_route_only_when_enabled,
+);
 
 pub const START: i64 = 1_767_268_812_345; // 2026-01-01 12:00:12.345 UTC
 pub const KEY_ID: &str = "TESTKEY123";
@@ -61,16 +77,16 @@ pub fn setup(api_base: &str, sandbox: bool) -> AppleSetup {
 }
 
 impl AppleSetup {
-    pub fn opts(&self, now: i64, db: Option<PathBuf>) -> Opts {
+    /// Production options on `backend` with this deployment's INI (a fresh database).
+    pub fn opts(&self, backend: Backend, now: i64) -> Opts {
         Opts {
-            db,
             env: vec![("SESH_PRO_BACKEND_INI_PATH", self.ini.to_string_lossy().into_owned())],
-            ..Opts::prod(now)
+            ..Opts::prod(now).on(backend)
         }
     }
 
-    pub async fn start(&self, now: i64) -> TestServer {
-        TestServer::start(self.opts(now, None)).await
+    pub async fn start(&self, backend: Backend, now: i64) -> TestServer {
+        TestServer::start(self.opts(backend, now)).await
     }
 
     /// A signed notification of `kind` about `tx` (None: no transaction, e.g. TEST).
@@ -137,8 +153,9 @@ pub async fn refused(s: &TestServer, signed_payload: &str) {
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text());
 }
 
+/// The single integer a query answers (SQL both backends accept).
 pub fn count(s: &TestServer, sql: &str) -> i64 {
-    s.sql().query_row(sql, [], |r| r.get(0)).unwrap()
+    s.scalar(sql)
 }
 
 async fn details(s: &TestServer, master: &Key) -> Value {
@@ -175,15 +192,14 @@ pub async fn counted(s: &TestServer, name: &str, labels: &str) -> u64 {
 
 // ---------------------------------------------------------------------------------------------
 
-#[actix_web::test]
-async fn route_exists_only_with_apple_enabled() {
-    let plain = TestServer::start(Opts::prod(START)).await;
+async fn route_exists_only_with_apple_enabled(backend: Backend) {
+    let plain = TestServer::start(Opts::prod(START).on(backend)).await;
     let r = plain.post("/apple_notifications_v2", "{}").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     plain.stop().await;
 
     let a = setup(NO_API, true);
-    let s = a.start(START).await;
+    let s = a.start(backend, START).await;
     assert_eq!(s.request(Method::GET, "/apple_notifications_v2", "").await.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(s.request(Method::OPTIONS, "/apple_notifications_v2", "").await.status, StatusCode::OK);
     let health = s.request(Method::GET, "/health", "").await.json();
@@ -191,23 +207,18 @@ async fn route_exists_only_with_apple_enabled() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn purchase_is_redeemed_then_refunded() {
+async fn purchase_is_redeemed_then_refunded(backend: Backend) {
     let a = setup(NO_API, true);
-    let s = a.start(START).await;
+    let s = a.start(backend, START).await;
     let master = Key::random();
     let sub = purchase(PRODUCT_1_MONTH, START - 60_000, START + 30 * DAY_MS);
 
     // APL-1: the notification records an unredeemed payment the client then claims.
     deliver(&s, &a.notification("SUBSCRIBED", Some("INITIAL_BUY"), START, Some(&sub))).await;
-    let row: (i64, i64, i64, i64, bool) = s
-        .sql()
-        .query_row(
-            "SELECT status, plan, expiry_unix_ts_ms, grace_period_duration_ms, auto_renewing FROM payments",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .unwrap();
+    assert_eq!(count(&s, "SELECT COUNT(*) FROM payments"), 1);
+    let tx = PaymentTx::apple(&sub.original, &sub.tx_id, &sub.web_order);
+    let row = s.read(move |t| t.find_payment(&tx)).await.expect("the payment");
+    let row = (row.status, row.plan, row.expiry_unix_ts_ms, row.grace_period_duration_ms, row.auto_renewing);
     assert_eq!(row, (1, 1, sub.expires, 3_600_000, true));
     claim(&s, &master, &sub.tx_id).await;
     let p = proof(&s, &master).await;
@@ -246,10 +257,9 @@ async fn purchase_is_redeemed_then_refunded() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn duplicate_uuid_has_no_second_effect() {
+async fn duplicate_uuid_has_no_second_effect(backend: Backend) {
     let a = setup(NO_API, true);
-    let s = a.start(START).await;
+    let s = a.start(backend, START).await;
     let sub = purchase(PRODUCT_3_MONTHS, START - 60_000, START + 90 * DAY_MS);
     let jws = a.notification("DID_RENEW", None, START, Some(&sub));
     deliver(&s, &jws).await;
@@ -273,10 +283,9 @@ async fn duplicate_uuid_has_no_second_effect() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn failing_notification_answers_500_and_reports_an_error() {
+async fn failing_notification_answers_500_and_reports_an_error(backend: Backend) {
     let a = setup(NO_API, true);
-    let s = a.start(START).await;
+    let s = a.start(backend, START).await;
     let master = Key::random();
     let sub = purchase(PRODUCT_1_MONTH, START - 60_000, START + 30 * DAY_MS);
 
@@ -326,10 +335,9 @@ async fn failing_notification_answers_500_and_reports_an_error() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn bad_deliveries_change_nothing() {
+async fn bad_deliveries_change_nothing(backend: Backend) {
     let a = setup(NO_API, true);
-    let s = a.start(START).await;
+    let s = a.start(backend, START).await;
     let sub = purchase(PRODUCT_1_MONTH, START - 60_000, START + 30 * DAY_MS);
     for body in ["", "null", "[]", "{}", "{\"signedPayload\": 5}", "{\"signedPayload\": \"x.y.z\"}", "\u{0}\u{1}"] {
         let r = s.post("/apple_notifications_v2", body).await;
@@ -367,10 +375,9 @@ async fn bad_deliveries_change_nothing() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn test_notifications_and_notifications_without_renewal_info() {
+async fn test_notifications_and_notifications_without_renewal_info(backend: Backend) {
     let a = setup(NO_API, true);
-    let s = a.start(START).await;
+    let s = a.start(backend, START).await;
     deliver(&s, &a.notification("TEST", None, START, None)).await;
     assert_eq!(count(&s, "SELECT COUNT(*) FROM apple_notification_uuid_history"), 1);
     // A purchase notification without renewal info is handled too.
@@ -382,11 +389,10 @@ async fn test_notifications_and_notifications_without_renewal_info() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn upgrade_downgrade_cancel_sequence() {
+async fn upgrade_downgrade_cancel_sequence(backend: Backend) {
     // APL-4 with the ids and dates of Apple's sandbox vectors 5-11.
     let a = setup(NO_API, true);
-    let s = a.start(1759727785445).await;
+    let s = a.start(backend, 1759727785445).await;
     let master = Key::random();
     let original = "2000001024993299";
     let e00 = TxSpec {
@@ -447,11 +453,10 @@ async fn upgrade_downgrade_cancel_sequence() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn refund_applies_to_the_whole_subscription() {
+async fn refund_applies_to_the_whole_subscription(backend: Backend) {
     // APL-5: the refund names an earlier transaction of the same subscription.
     let a = setup(NO_API, true);
-    let s = a.start(1760591792087).await;
+    let s = a.start(backend, 1760591792087).await;
     let master = Key::random();
     let e00 = TxSpec {
         original: "2000001024993299".into(),
@@ -491,10 +496,9 @@ async fn refund_applies_to_the_whole_subscription() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn intended_behaviour_of_offers_declines_and_grace() {
+async fn intended_behaviour_of_offers_declines_and_grace(backend: Backend) {
     let a = setup(NO_API, true);
-    let s = a.start(START).await;
+    let s = a.start(backend, START).await;
     let master = Key::random();
     // OFFER_REDEEMED records the offer as a purchase.
     let offer = purchase(PRODUCT_1_MONTH, START - 60_000, START + 30 * DAY_MS);
@@ -527,10 +531,9 @@ async fn intended_behaviour_of_offers_declines_and_grace() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn production_deployment_checks_the_app_id() {
+async fn production_deployment_checks_the_app_id(backend: Backend) {
     let a = setup(NO_API, false);
-    let s = a.start(START).await;
+    let s = a.start(backend, START).await;
     let sub = purchase(PRODUCT_1_MONTH, START - 60_000, START + 30 * DAY_MS);
     deliver(&s, &a.notification("SUBSCRIBED", None, START, Some(&sub))).await;
     refused(&s, &a.notification_with("SUBSCRIBED", None, START, Some(&sub), |b, _| b["data"]["appAppleId"] = json!(1)))
@@ -539,15 +542,18 @@ async fn production_deployment_checks_the_app_id() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn unreadable_or_bad_apple_files_stop_start_up() {
+async fn unreadable_or_bad_apple_files_stop_start_up(backend: Backend) {
     use session_pro_backend::{app, config};
     use std::collections::HashMap;
     let a = setup(NO_API, true);
-    let db = a.dir.path().join("b.db");
+    let pg = (backend == Backend::Postgres).then(crate::pg::ScratchDb::create);
+    let (db_key, db_value) = match &pg {
+        None => ("SESH_PRO_BACKEND_DB_PATH", a.dir.path().join("b.db").to_string_lossy().into_owned()),
+        Some(pg) => ("SESH_PRO_BACKEND_DB_URL", pg.url.clone()),
+    };
     let env = |ini: &PathBuf| -> HashMap<String, String> {
         HashMap::from([
-            ("SESH_PRO_BACKEND_DB_PATH".to_string(), db.to_string_lossy().into_owned()),
+            (db_key.to_string(), db_value.clone()),
             ("SESH_PRO_BACKEND_LISTEN".to_string(), "127.0.0.1:0".to_string()),
             ("SESH_PRO_BACKEND_INI_PATH".to_string(), ini.to_string_lossy().into_owned()),
         ])
@@ -585,14 +591,13 @@ async fn via_onion(s: &TestServer, body: &[u8]) -> String {
     meta["code"].to_string()
 }
 
-#[actix_web::test]
-async fn onion_requests_reach_the_route_only_when_enabled() {
-    let plain = TestServer::start(Opts::prod(START)).await;
+async fn onion_requests_reach_the_route_only_when_enabled(backend: Backend) {
+    let plain = TestServer::start(Opts::prod(START).on(backend)).await;
     assert_eq!(via_onion(&plain, b"{}").await, "404");
     plain.stop().await;
 
     let a = setup(NO_API, true);
-    let s = a.start(START).await;
+    let s = a.start(backend, START).await;
     let sub = purchase(PRODUCT_1_MONTH, START - 60_000, START + 30 * DAY_MS);
     let body = json!({ "signedPayload": a.notification("SUBSCRIBED", None, START, Some(&sub)) });
     assert_eq!(via_onion(&s, &serde_json::to_vec(&body).unwrap()).await, "200");

@@ -22,7 +22,13 @@ use serde_json::{Value, json};
 
 use crate::apple::{self, AppleSetup, START, count, counted, purchase, setup};
 use crate::client::{self, Key};
-use crate::harness::{TestServer, prepare_db};
+use crate::harness::{Backend, Opts, TestServer, on_both_backends, prepare_db, prepare_pg};
+
+on_both_backends!(
+    pages_through_history_and_skips_what_can_never_apply,
+    api_failure_leaves_the_checkpoint_and_the_webhook_works,
+    interrupted_paging_is_retried_from_the_old_checkpoint,
+);
 
 const RUNS: &str = "pro_apple_catchup_runs_total";
 
@@ -125,8 +131,7 @@ fn check_token(a: &AppleSetup, authorization: &str, now_s: i64) {
     a.api_key.verifying_key().verify(signed.as_bytes(), &sig).expect("the token verifies with the key");
 }
 
-#[actix_web::test]
-async fn pages_through_history_and_skips_what_can_never_apply() {
+async fn pages_through_history_and_skips_what_can_never_apply(backend: Backend) {
     // The notifications are generated before the fake starts, so it can serve them.
     let probe = setup("http://127.0.0.1:1", true);
     let a_sub = purchase(PRODUCT_1_MONTH, START - DAY_MS, START + 29 * DAY_MS);
@@ -152,7 +157,7 @@ async fn pages_through_history_and_skips_what_can_never_apply() {
     .await;
     // Same chain and key (both are deterministic), now pointing at the fake.
     let a = setup(&fake.base_url, true);
-    let s = a.start(START).await;
+    let s = a.start(backend, START).await;
     assert_eq!(counted(&s, RUNS, "outcome=\"completed\"").await, 1);
 
     let seen = fake.seen();
@@ -196,12 +201,11 @@ async fn pages_through_history_and_skips_what_can_never_apply() {
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn api_failure_leaves_the_checkpoint_and_the_webhook_works() {
+async fn api_failure_leaves_the_checkpoint_and_the_webhook_works(backend: Backend) {
     let fake =
         FakeApple::start(|_| (401, json!({ "errorCode": 4010001, "errorMessage": "unauthorized" }).to_string())).await;
     let a = setup(&fake.base_url, true);
-    let s = a.start(START).await;
+    let s = a.start(backend, START).await;
     assert_eq!(counted(&s, RUNS, "outcome=\"api_failed\"").await, 1);
     assert_eq!(checkpoint(&s), 0);
     let sub = purchase(PRODUCT_1_MONTH, START - 60_000, START + 30 * DAY_MS);
@@ -211,14 +215,13 @@ async fn api_failure_leaves_the_checkpoint_and_the_webhook_works() {
 
     // Nothing listening at all is the same.
     let a = setup("http://127.0.0.1:1", true);
-    let s = a.start(START).await;
+    let s = a.start(backend, START).await;
     assert_eq!(counted(&s, RUNS, "outcome=\"api_failed\"").await, 1);
     assert_eq!(checkpoint(&s), 0);
     s.stop().await;
 }
 
-#[actix_web::test]
-async fn interrupted_paging_is_retried_from_the_old_checkpoint() {
+async fn interrupted_paging_is_retried_from_the_old_checkpoint(backend: Backend) {
     let probe = setup("http://127.0.0.1:1", false);
     let sub = purchase(PRODUCT_1_MONTH, START - DAY_MS, START + 29 * DAY_MS);
     let first = vec![json!(probe.notification("SUBSCRIBED", None, START - DAY_MS, Some(&sub)))];
@@ -235,17 +238,30 @@ async fn interrupted_paging_is_retried_from_the_old_checkpoint() {
     })
     .await;
     let a = setup(&fake.base_url, false);
+    // One database over three starts: an SQLite file or a PostgreSQL database of the test's own.
     let dir = tempfile::TempDir::new().unwrap();
     let db = dir.path().join("backend.db");
-    prepare_db(&db, None);
+    let pg = (backend == Backend::Postgres).then(crate::pg::ScratchDb::create);
     // A checkpoint older than Apple's history: the start date is clamped to 180 days.
     let old = START - 400 * DAY_MS;
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute("UPDATE runtime SET apple_notification_checkpoint_unix_ts_ms = ?", [old])
-        .unwrap();
+    let set_checkpoint = format!("UPDATE runtime SET apple_notification_checkpoint_unix_ts_ms = {old}");
+    match &pg {
+        None => {
+            prepare_db(&db, None);
+            rusqlite::Connection::open(&db).unwrap().execute_batch(&set_checkpoint).unwrap();
+        }
+        Some(pg) => {
+            prepare_pg(&pg.url, None);
+            crate::pg::execute(&pg.url, &set_checkpoint).unwrap();
+        }
+    }
+    let opts = |now: i64| Opts {
+        db: pg.is_none().then(|| db.clone()),
+        attach_pg: pg.as_ref().map(|pg| pg.url.clone()),
+        ..a.opts(backend, now)
+    };
 
-    let s = TestServer::start(a.opts(START, Some(db.clone()))).await;
+    let s = TestServer::start(opts(START)).await;
     assert_eq!(counted(&s, RUNS, "outcome=\"api_failed\"").await, 1);
     // The first page was handled (its UUID is remembered) but the checkpoint stays.
     assert_eq!(count(&s, "SELECT COUNT(*) FROM payments"), 1);
@@ -256,7 +272,7 @@ async fn interrupted_paging_is_retried_from_the_old_checkpoint() {
     // Next start: the same window again; the handled notification is a duplicate.
     *broken.lock().unwrap() = false;
     let later = START + 3_600_000;
-    let s = TestServer::start(a.opts(later, Some(db.clone()))).await;
+    let s = TestServer::start(opts(later)).await;
     assert_eq!(counted(&s, RUNS, "outcome=\"completed\"").await, 1);
     assert_eq!(checkpoint(&s), later - 10_000);
     assert_eq!(count(&s, "SELECT COUNT(*) FROM payments"), 1);
@@ -270,7 +286,7 @@ async fn interrupted_paging_is_retried_from_the_old_checkpoint() {
 
     // Within 30 minutes of the last catch-up no request is made at all.
     let requests = fake.seen().len();
-    let s = TestServer::start(a.opts(later + 29 * 60_000, Some(db))).await;
+    let s = TestServer::start(opts(later + 29 * 60_000)).await;
     assert_eq!(counted(&s, RUNS, "outcome=\"skipped\"").await, 1);
     assert_eq!(fake.seen().len(), requests);
     s.stop().await;

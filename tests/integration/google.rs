@@ -1,6 +1,7 @@
 //! Google Play end to end: the real app with a fake Google (token endpoint, Pub/Sub and the
 //! Android Publisher API) on loopback. The sequences follow upstream's Google tests
-//! (scenarios.md §9, platforms.md §5.5), run with platform testing on (10 s grace, 10 s "days").
+//! (scenarios.md §9, platforms.md §5.5), run with platform testing on (10 s grace, 10 s "days"),
+//! each on SQLite and on PostgreSQL.
 
 use pro_engine::db_writer::RunExpiry;
 use pro_engine::domain::hashes::google_obfuscated_account_id;
@@ -10,8 +11,26 @@ use tempfile::TempDir;
 
 use crate::client::{self, Key};
 use crate::fake_google::{FakeGoogle, PKG, PRODUCT, wait_until};
-use crate::harness::{Opts, TestServer};
+use crate::harness::{Backend, DbAt, Opts, TestServer, on_both_backends};
 use pro_engine::domain::types::PaymentTx;
+
+on_both_backends!(
+    ggl1_purchase_cancel_restart_refund,
+    ggl2_grace_renew_cancel_expire,
+    ggl3_renew_twice_expire_resubscribe_grace_hold_cancel,
+    ggl6_grace_hold_recover,
+    ggl7_plan_change_then_renewal,
+    ggl11_developer_refund_then_expiry,
+    ggl12_refund_of_a_purchase_never_claimed,
+    refund_lists_the_revocation_and_refuses_proofs,
+    claim_acknowledges_once_and_a_failed_acknowledgement_claims_nothing,
+    failing_messages_are_retried_without_blocking_others,
+    linked_purchase_before_its_original_is_handled_once_the_original_arrives,
+    duplicates_ordering_and_odd_messages,
+    acknowledge_refusals_are_ignored,
+    restart_in_the_middle_of_a_sequence_loses_nothing,
+    an_unusable_key_file_stops_startup,
+);
 
 const PURCHASED: i64 = 4;
 const RENEWED: i64 = 2;
@@ -75,7 +94,7 @@ struct Play {
 }
 
 impl Play {
-    async fn start(testing: bool, now: i64) -> Self {
+    async fn start(backend: Backend, testing: bool, now: i64) -> Self {
         let fake = FakeGoogle::start().await;
         let keys = TempDir::new().unwrap();
         let key_file = keys.path().join("service-account.json");
@@ -84,7 +103,7 @@ impl Play {
         if !testing {
             ini = ini.replace("platform_testing_env = 1", "platform_testing_env = 0");
         }
-        let s = TestServer::start(Opts { ini: Some(ini), ..Opts::prod(now) }).await;
+        let s = TestServer::start(Opts { ini: Some(ini), ..Opts::prod(now).on(backend) }).await;
         Self { s, fake, master: Key::seeded(1), rotating: Key::random(), _keys: keys }
     }
 
@@ -164,19 +183,15 @@ impl Play {
         self.s.write(RunExpiry { job_ts }).await.unwrap();
     }
 
+    /// The single integer a query answers (SQL both backends accept).
     fn count(&self, sql: &str) -> i64 {
-        self.s.sql().query_row(sql, [], |r| r.get(0)).unwrap()
+        self.s.scalar(sql)
     }
 
-    fn user_expiry(&self) -> i64 {
-        self.s
-            .sql()
-            .query_row(
-                "SELECT expiry_unix_ts_ms FROM users WHERE master_pkey = ?",
-                [self.master.pk().as_slice()],
-                |r| r.get(0),
-            )
-            .unwrap()
+    /// The owner's stored expiry (the user row must exist).
+    async fn user_expiry(&self) -> i64 {
+        let pk = self.master.pk();
+        self.s.read(move |tx| tx.user(&pk)).await.expect("the user row").expiry_unix_ts_ms
     }
 }
 
@@ -199,25 +214,18 @@ const REDEEMED: i64 = 2;
 const EXPIRED_P: i64 = 3;
 const REVOKED_P: i64 = 4;
 
-#[actix_web::test]
-async fn ggl1_purchase_cancel_restart_refund() {
-    let p = Play::start(true, 1759723091078).await;
+async fn ggl1_purchase_cancel_restart_refund(backend: Backend) {
+    let p = Play::start(backend, true, 1759723091078).await;
     let (tok, order, expiry) = ("lgmmicgkbbnbhhnbcnckbmbh.AO-J1Oy", "GPA.3354-3745-5570-25336", 1759723390613);
     p.notify(PURCHASED, tok, 1759723091078, Sub::new("ACTIVE", expiry, order)).await;
-    let row: (i64, i64, i64, i64) = p
-        .s
-        .sql()
-        .query_row(
-            "SELECT status, platform_refund_expiry_unix_ts_ms, grace_period_duration_ms, auto_renewing FROM payments",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .unwrap();
-    assert_eq!(row, (1, 1759723091078 + 172_800_000, TEST_GRACE, 1));
+    assert_eq!(p.count("SELECT COUNT(*) FROM payments"), 1);
+    let row = p.s.read(move |tx| tx.find_payment(&PaymentTx::google(tok, order))).await.expect("the payment");
+    let row = (row.status, row.platform_refund_expiry_unix_ts_ms, row.grace_period_duration_ms, row.auto_renewing);
+    assert_eq!(row, (1, 1759723091078 + 172_800_000, TEST_GRACE, true));
 
     let r = p.claim_ok(tok, order, 1759723091078).await;
     assert!(r["result"]["expiry_unix_ts_ms"].as_i64().unwrap() > 0);
-    assert_eq!(p.user_expiry(), expiry + TEST_GRACE);
+    assert_eq!(p.user_expiry().await, expiry + TEST_GRACE);
     assert_eq!(p.count("SELECT redeemed_unix_ts_ms FROM payments"), round_up_to_day(1759723091078));
     let d = p.details(1759723091078).await;
     expect(&d, ACTIVE_U, true, 1, REDEEMED, order, TEST_GRACE);
@@ -241,13 +249,12 @@ async fn ggl1_purchase_cancel_restart_refund() {
     // Exactly one acknowledgement over the whole sequence; no user error left.
     assert_eq!(p.fake.purchase_acks_for(tok), 1);
     assert_eq!(p.count("SELECT COUNT(*) FROM user_errors"), 0);
-    assert_eq!(p.count("SELECT COUNT(*) FROM google_notification_history WHERE handled = 1 AND payload IS NULL"), 4);
+    assert_eq!(p.count("SELECT COUNT(*) FROM google_notification_history WHERE handled AND payload IS NULL"), 4);
     p.s.stop().await;
 }
 
-#[actix_web::test]
-async fn ggl2_grace_renew_cancel_expire() {
-    let p = Play::start(true, 1760056968727).await;
+async fn ggl2_grace_renew_cancel_expire(backend: Backend) {
+    let p = Play::start(backend, true, 1760056968727).await;
     let (tok, order) = ("jflmajdkgfhcphjhlpfmdjbf.AO-J1Ox", "GPA.3342-0587-1863-44778");
     let (expiry1, expiry2) = (1760057268269, 1760057568269);
     p.notify(PURCHASED, tok, 1760056968727, Sub::new("ACTIVE", expiry1, order)).await;
@@ -288,10 +295,9 @@ async fn ggl2_grace_renew_cancel_expire() {
     p.s.stop().await;
 }
 
-#[actix_web::test]
-async fn ggl6_grace_hold_recover() {
+async fn ggl6_grace_hold_recover(backend: Backend) {
     let t0 = 1760060000000;
-    let p = Play::start(true, t0).await;
+    let p = Play::start(backend, true, t0).await;
     let (tok, order) = ("fiamkoegmnpfhjbgkllcjnoj.AO-J1Oz", "GPA.3390-1111-2222-33333");
     let expiry1 = t0 + 300_000;
     p.notify(PURCHASED, tok, t0, Sub::new("ACTIVE", expiry1, order)).await;
@@ -314,14 +320,13 @@ async fn ggl6_grace_hold_recover() {
     let d = p.details(recover_event).await;
     expect(&d, ACTIVE_U, true, 2, REDEEMED, &renewal, TEST_GRACE);
     assert_eq!(d["items"][0]["redeemed_unix_ts_ms"], round_up_to_day(recover_event));
-    assert_eq!(p.user_expiry(), expiry2 + TEST_GRACE);
+    assert_eq!(p.user_expiry().await, expiry2 + TEST_GRACE);
     p.s.stop().await;
 }
 
-#[actix_web::test]
-async fn ggl7_plan_change_then_renewal() {
+async fn ggl7_plan_change_then_renewal(backend: Backend) {
     let t0 = 1760070000000;
-    let p = Play::start(true, t0).await;
+    let p = Play::start(backend, true, t0).await;
     let (a, order_a) = ("djmaggoldtokenAAAA.AO-J1Oa", "GPA.3300-0000-0000-00001");
     let (b, order_b) = ("nbcpbinewtokenBBBB.AO-J1Ob", "GPA.3300-0000-0000-00002");
     p.notify(PURCHASED, a, t0, Sub::new("ACTIVE", t0 + 300_000, order_a)).await;
@@ -329,12 +334,10 @@ async fn ggl7_plan_change_then_renewal() {
     // The upgrade replaces A: A is revoked at the event, B is a new 3-month payment.
     let up = t0 + 60_000;
     p.notify(PURCHASED, b, up, Sub::new("ACTIVE", up + 900_000, order_b).plan(THREE_MONTHS).linked(a)).await;
-    let revoked: (i64, i64) =
-        p.s.sql()
-            .query_row("SELECT status, revoked_unix_ts_ms FROM payments WHERE google_payment_token = ?", [a], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .unwrap();
+    let revoked = (
+        p.count(&format!("SELECT status FROM payments WHERE google_payment_token = '{a}'")),
+        p.count(&format!("SELECT revoked_unix_ts_ms FROM payments WHERE google_payment_token = '{a}'")),
+    );
     assert_eq!(revoked, (4, up));
     p.claim_ok(b, order_b, up).await;
     assert_eq!(p.count("SELECT plan FROM payments WHERE google_payment_token = 'nbcpbinewtokenBBBB.AO-J1Ob'"), 2);
@@ -354,10 +357,9 @@ async fn ggl7_plan_change_then_renewal() {
     p.s.stop().await;
 }
 
-#[actix_web::test]
-async fn ggl12_refund_of_a_purchase_never_claimed() {
+async fn ggl12_refund_of_a_purchase_never_claimed(backend: Backend) {
     let t0 = 1760580000000;
-    let p = Play::start(true, t0).await;
+    let p = Play::start(backend, true, t0).await;
     let (tok, order) = ("pnogbpneverclaimed.AO-J1Oc", "GPA.3396-6433-5991-21923");
     p.notify(PURCHASED, tok, t0, Sub::new("ACTIVE", t0 + 300_000, order)).await;
     let renewal = format!("{order}..0");
@@ -381,10 +383,9 @@ async fn ggl12_refund_of_a_purchase_never_claimed() {
 /// already handed out would outlive the refund's day; its generation is listed and no new
 /// proof is issued. The voided-purchase notification that comes with the refund changes
 /// nothing by itself.
-#[actix_web::test]
-async fn refund_lists_the_revocation_and_refuses_proofs() {
+async fn refund_lists_the_revocation_and_refuses_proofs(backend: Backend) {
     let t0 = 1767268812345;
-    let p = Play::start(false, t0).await;
+    let p = Play::start(backend, false, t0).await;
     let (tok, order) = ("refundtoken.AO-J1Od", "GPA.3301-0000-0000-00009");
     p.notify(PURCHASED, tok, t0, Sub::new("ACTIVE", t0 + 30 * DAY_MS, order)).await;
     assert_eq!(p.count("SELECT grace_period_duration_ms FROM payments"), 3_600_000);
@@ -411,10 +412,9 @@ async fn refund_lists_the_revocation_and_refuses_proofs() {
     p.s.stop().await;
 }
 
-#[actix_web::test]
-async fn claim_acknowledges_once_and_a_failed_acknowledgement_claims_nothing() {
+async fn claim_acknowledges_once_and_a_failed_acknowledgement_claims_nothing(backend: Backend) {
     let t0 = 1760070000000;
-    let p = Play::start(true, t0).await;
+    let p = Play::start(backend, true, t0).await;
     let (tok, order) = ("acktoken.AO-J1Oe", "GPA.3302-0000-0000-00001");
     p.notify(PURCHASED, tok, t0, Sub::new("ACTIVE", t0 + 300_000, order)).await;
 
@@ -463,10 +463,9 @@ async fn claim_acknowledges_once_and_a_failed_acknowledgement_claims_nothing() {
     p.s.stop().await;
 }
 
-#[actix_web::test]
-async fn failing_messages_are_retried_without_blocking_others() {
+async fn failing_messages_are_retried_without_blocking_others(backend: Backend) {
     let t0 = 1760070000000;
-    let p = Play::start(true, t0).await;
+    let p = Play::start(backend, true, t0).await;
     // The Publisher API fails for one purchase: its notification is retried with backoff,
     // keeps a user error, and is not acknowledged.
     let (bad, bad_order) = ("failing.AO-J1Og", "GPA.3303-0000-0000-00001");
@@ -512,10 +511,9 @@ async fn failing_messages_are_retried_without_blocking_others() {
     p.s.stop().await;
 }
 
-#[actix_web::test]
-async fn linked_purchase_before_its_original_is_handled_once_the_original_arrives() {
+async fn linked_purchase_before_its_original_is_handled_once_the_original_arrives(backend: Backend) {
     let t0 = 1760070000000;
-    let p = Play::start(true, t0).await;
+    let p = Play::start(backend, true, t0).await;
     let (old, old_order) = ("original.AO-J1Oj", "GPA.3304-0000-0000-00001");
     let (new, new_order) = ("upgrade.AO-J1Ok", "GPA.3304-0000-0000-00002");
     p.s.clock.set(t0 + 10);
@@ -533,10 +531,9 @@ async fn linked_purchase_before_its_original_is_handled_once_the_original_arrive
     p.s.stop().await;
 }
 
-#[actix_web::test]
-async fn duplicates_ordering_and_odd_messages() {
+async fn duplicates_ordering_and_odd_messages(backend: Backend) {
     let t0 = 1760070000000;
-    let p = Play::start(true, t0).await;
+    let p = Play::start(backend, true, t0).await;
     let (tok, order) = ("dup.AO-J1Ol", "GPA.3305-0000-0000-00001");
     let purchase = rtdn(PURCHASED, tok, t0);
     p.s.clock.set(t0 + 5_000);
@@ -633,31 +630,41 @@ async fn duplicates_ordering_and_odd_messages() {
     p.s.stop().await;
 }
 
-#[actix_web::test]
-async fn acknowledge_refusals_are_ignored() {
+async fn acknowledge_refusals_are_ignored(backend: Backend) {
     let t0 = 1760070000000;
-    let p = Play::start(true, t0).await;
+    let p = Play::start(backend, true, t0).await;
     p.fake.state().ack_invalid_argument = true;
     let (tok, order) = ("ackrefused.AO-J1On", "GPA.3306-0000-0000-00001");
     p.notify(PURCHASED, tok, t0, Sub::new("ACTIVE", t0 + 300_000, order)).await;
     p.fake.state().ack_invalid_argument = false;
     p.notify(CANCELED, tok, t0 + 1_000, Sub::new("CANCELED", t0 + 300_000, order)).await;
-    assert_eq!(p.count("SELECT COUNT(*) FROM google_notification_history WHERE handled = 1"), 2);
+    assert_eq!(p.count("SELECT COUNT(*) FROM google_notification_history WHERE handled"), 2);
     p.s.stop().await;
 }
 
 /// Messages recorded but not handled when the server stops are handled by the next start,
 /// from the history table alone (Pub/Sub does not deliver them again here).
-#[actix_web::test]
-async fn restart_in_the_middle_of_a_sequence_loses_nothing() {
+async fn restart_in_the_middle_of_a_sequence_loses_nothing(backend: Backend) {
     let t0 = 1760070000000;
     let fake = FakeGoogle::start().await;
     let keys = TempDir::new().unwrap();
     let key_file = keys.path().join("service-account.json");
     fake.write_key_file(&key_file);
+    // The same database for both servers: an SQLite file, or a PostgreSQL database of the
+    // test's own.
     let db_dir = TempDir::new().unwrap();
-    let db = db_dir.path().join("backend.db");
-    let opts = || Opts { ini: Some(fake.ini(&key_file)), db: Some(db.clone()), ..Opts::prod(t0) };
+    let db_file = db_dir.path().join("backend.db");
+    let pg = (backend == Backend::Postgres).then(crate::pg::ScratchDb::create);
+    let db = match &pg {
+        None => DbAt::Sqlite(&db_file),
+        Some(pg) => DbAt::Postgres(&pg.url),
+    };
+    let opts = || Opts {
+        ini: Some(fake.ini(&key_file)),
+        db: pg.is_none().then(|| db_file.clone()),
+        attach_pg: pg.as_ref().map(|pg| pg.url.clone()),
+        ..Opts::prod(t0).on(backend)
+    };
     let master = Key::seeded(1);
     let account = hex::encode(google_obfuscated_account_id(&master.pk()));
     let (tok, order) = ("restart.AO-J1Oo", "GPA.3307-0000-0000-00001");
@@ -680,18 +687,17 @@ async fn restart_in_the_middle_of_a_sequence_loses_nothing() {
     fake.set_sub(tok, state("CANCELED", order));
     fake.state().sub_failures.insert(tok.into(), 503);
     let (_, ack2) = fake.publish(&rtdn(CANCELED, tok, t0 + 1_000));
-    let count =
-        |sql: &str| -> i64 { rusqlite::Connection::open(&db).unwrap().query_row(sql, [], |r| r.get(0)).unwrap() };
+    let count = |sql: &str| db.scalar(sql);
     wait_until(|| count("SELECT COUNT(*) FROM user_errors") == 1, "a failed attempt").await;
     first.stop().await;
-    assert_eq!(count("SELECT COUNT(*) FROM google_notification_history WHERE handled = 0 AND payload IS NOT NULL"), 1);
+    assert_eq!(count("SELECT COUNT(*) FROM google_notification_history WHERE NOT handled AND payload IS NOT NULL"), 1);
     assert_eq!(count("SELECT auto_renewing FROM payments"), 1);
     assert!(!fake.acked(&ack2));
 
     // Google is back; the new server handles it from the history table alone.
     fake.state().sub_failures.clear();
     let second = TestServer::start(opts()).await;
-    wait_until(|| count("SELECT COUNT(*) FROM google_notification_history WHERE handled = 1") == 2, "handled").await;
+    wait_until(|| count("SELECT COUNT(*) FROM google_notification_history WHERE handled") == 2, "handled").await;
     assert_eq!(count("SELECT auto_renewing FROM payments"), 0);
     assert_eq!(count("SELECT COUNT(*) FROM payments"), 1);
     assert_eq!(count("SELECT COUNT(*) FROM user_errors"), 0);
@@ -700,11 +706,10 @@ async fn restart_in_the_middle_of_a_sequence_loses_nothing() {
     second.stop().await;
 }
 
-#[actix_web::test]
-async fn ggl3_renew_twice_expire_resubscribe_grace_hold_cancel() {
+async fn ggl3_renew_twice_expire_resubscribe_grace_hold_cancel(backend: Backend) {
     let t0 = 1760100000000;
     const MIN: i64 = 60_000;
-    let p = Play::start(true, t0).await;
+    let p = Play::start(backend, true, t0).await;
     let (a, order_a) = ("lnddpdoldtoken.AO-J1Op", "GPA.3309-4032-8192-54127");
     p.notify(PURCHASED, a, t0, Sub::new("ACTIVE", t0 + 5 * MIN, order_a)).await;
     p.claim_ok(a, order_a, t0).await;
@@ -727,7 +732,7 @@ async fn ggl3_renew_twice_expire_resubscribe_grace_hold_cancel() {
     p.notify(PURCHASED, b, tb, Sub::new("ACTIVE", tb + 5 * MIN, order_b)).await;
     p.claim_ok(b, order_b, tb).await;
     expect(&p.details(tb).await, ACTIVE_U, true, 4, REDEEMED, order_b, TEST_GRACE);
-    assert_eq!(p.user_expiry(), tb + 5 * MIN + TEST_GRACE);
+    assert_eq!(p.user_expiry().await, tb + 5 * MIN + TEST_GRACE);
     let grace_event = tb + 5 * MIN + 5_000;
     p.notify(IN_GRACE, b, grace_event, Sub::new("IN_GRACE_PERIOD", tb + 10 * MIN, order_b).acked()).await;
     expect(&p.details(grace_event).await, ACTIVE_U, true, 4, REDEEMED, order_b, P2D);
@@ -743,10 +748,9 @@ async fn ggl3_renew_twice_expire_resubscribe_grace_hold_cancel() {
     p.s.stop().await;
 }
 
-#[actix_web::test]
-async fn ggl11_developer_refund_then_expiry() {
+async fn ggl11_developer_refund_then_expiry(backend: Backend) {
     let t0 = 1760069192722;
-    let p = Play::start(true, t0).await;
+    let p = Play::start(backend, true, t0).await;
     let (tok, order) = ("aciongrefund.AO-J1Or", "GPA.3311-0000-0000-00001");
     p.notify(PURCHASED, tok, t0, Sub::new("ACTIVE", t0 + 300_000, order)).await;
     p.claim_ok(tok, order, t0).await;
@@ -762,18 +766,20 @@ async fn ggl11_developer_refund_then_expiry() {
     p.s.stop().await;
 }
 
-#[actix_web::test]
-async fn an_unusable_key_file_stops_startup() {
+async fn an_unusable_key_file_stops_startup(backend: Backend) {
     let fake = FakeGoogle::start().await;
     let dir = TempDir::new().unwrap();
     let ini_path = dir.path().join("backend.ini");
-    let env: std::collections::HashMap<String, String> = [
-        ("SESH_PRO_BACKEND_DB_PATH", dir.path().join("backend.db").display().to_string()),
-        ("SESH_PRO_BACKEND_LISTEN", "127.0.0.1:0".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let pg = (backend == Backend::Postgres).then(crate::pg::ScratchDb::create);
+    let database = match &pg {
+        None => ("SESH_PRO_BACKEND_DB_PATH", dir.path().join("backend.db").display().to_string()),
+        Some(pg) => ("SESH_PRO_BACKEND_DB_URL", pg.url.clone()),
+    };
+    let env: std::collections::HashMap<String, String> =
+        [database, ("SESH_PRO_BACKEND_LISTEN", "127.0.0.1:0".to_string())]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
     let clock = pro_engine::ManualClock::new(1760070000000);
     for (file, expected) in
         [(None, "unable to read the credentials file"), (Some("{\"client_email\": 1}"), "cannot be used")]

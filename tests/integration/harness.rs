@@ -160,6 +160,35 @@ pub struct TestServer {
     _pg: Option<crate::pg::ScratchDb>,
 }
 
+/// A database by location, for looking at it while no server is running (e.g. across a
+/// restart): an SQLite file or a PostgreSQL URL.
+#[derive(Debug, Clone, Copy)]
+pub enum DbAt<'a> {
+    Sqlite(&'a Path),
+    Postgres(&'a str),
+}
+
+impl DbAt<'_> {
+    /// The single integer a query answers (plain SQL both backends accept; a PostgreSQL
+    /// boolean answers 0 or 1).
+    pub fn scalar(self, sql: &str) -> i64 {
+        match self {
+            DbAt::Sqlite(path) => rusqlite::Connection::open(path).unwrap().query_row(sql, [], |r| r.get(0)).unwrap(),
+            DbAt::Postgres(url) => {
+                let sql = sql.to_string();
+                crate::pg::with_client(url, move |c| {
+                    let row = c.query_one(sql.as_str(), &[]).unwrap();
+                    match row.columns()[0].type_().name() {
+                        "int4" => i64::from(row.get::<_, i32>(0)),
+                        "bool" => i64::from(row.get::<_, bool>(0)),
+                        _ => row.get::<_, i64>(0),
+                    }
+                })
+            }
+        }
+    }
+}
+
 /// Creates a database file with the dev backend key (0xCD × 32) and, optionally, a fixed
 /// gen_index salt, as upstream's worked examples do.
 pub fn prepare_db(path: &Path, salt: Option<[u8; 16]>) {
@@ -309,18 +338,8 @@ impl TestServer {
     /// The single integer a query answers (plain SQL both backends accept).
     pub fn scalar(&self, sql: &str) -> i64 {
         match self.backend {
-            Backend::Sqlite => self.sql().query_row(sql, [], |r| r.get(0)).unwrap(),
-            Backend::Postgres => {
-                let sql = sql.to_string();
-                crate::pg::with_client(&self.db_url, move |c| {
-                    let row = c.query_one(sql.as_str(), &[]).unwrap();
-                    match row.columns()[0].type_().name() {
-                        "int4" => i64::from(row.get::<_, i32>(0)),
-                        "bool" => i64::from(row.get::<_, bool>(0)),
-                        _ => row.get::<_, i64>(0),
-                    }
-                })
-            }
+            Backend::Sqlite => DbAt::Sqlite(&self.db_path).scalar(sql),
+            Backend::Postgres => DbAt::Postgres(&self.db_url).scalar(sql),
         }
     }
 

@@ -162,7 +162,10 @@ fn witness(flags: &Flags) -> Res<()> {
         writeln!(file, "{body}").map_err(|e| format!("write {out}: {e}"))?;
     }
     file.flush().map_err(|e| format!("write {out}: {e}"))?;
-    eprintln!("bench-gen: witnessed {count} payments and wrote their claims to {out} in {:.2} s", start.elapsed().as_secs_f64());
+    eprintln!(
+        "bench-gen: witnessed {count} payments and wrote their claims to {out} in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
