@@ -45,6 +45,20 @@ pub fn payment_tx_json(tx: &PaymentTx) -> Value {
     }
 }
 
+/// An App Store payment as the Apple receiver records it (all three ids `id`, a month long, no
+/// app account token), witnessed at `now`.
+pub fn apple_payment(now: i64, id: &str) -> pro_engine::store::rows::NewPayment {
+    pro_engine::store::rows::NewPayment {
+        tx: PaymentTx::apple(id, id, id),
+        plan: pro_engine::domain::types::ProPlan::OneMonth,
+        expiry_unix_ts_ms: now + 30 * 86_400_000,
+        unredeemed_unix_ts_ms: now,
+        platform_refund_expiry_unix_ts_ms: 0,
+        google_obfuscated_account_id: None,
+        apple_app_account_token: String::new(),
+    }
+}
+
 pub fn add_pro_payment(master: &Key, rotating: &Key, tx: &PaymentTx) -> Value {
     let d = add_pro_payment_hash(0, &master.pk(), &rotating.pk(), tx);
     json!({

@@ -4,8 +4,7 @@ use std::collections::HashSet;
 
 use futures_util::future::join_all;
 use pro_engine::db_writer::AddUnredeemedPayment;
-use pro_engine::domain::types::{PaymentTx, ProPlan};
-use pro_engine::store::rows::NewPayment;
+use pro_engine::domain::types::PaymentTx;
 
 use crate::client::{self, Key};
 use crate::harness::{Backend, Opts, TestServer, on_both_backends};
@@ -14,23 +13,11 @@ on_both_backends!(racing_claims_of_one_payment_have_one_winner, fifty_parallel_c
 
 const NOW: i64 = 1767268812345;
 
-fn apple(id: &str) -> NewPayment {
-    NewPayment {
-        tx: PaymentTx::apple(id, id, id),
-        plan: ProPlan::OneMonth,
-        expiry_unix_ts_ms: NOW + 30 * 86_400_000,
-        unredeemed_unix_ts_ms: NOW,
-        platform_refund_expiry_unix_ts_ms: 0,
-        google_obfuscated_account_id: None,
-        apple_app_account_token: String::new(),
-    }
-}
-
 async fn racing_claims_of_one_payment_have_one_winner(backend: Backend) {
     let s = TestServer::start(Opts::prod(NOW).on(backend)).await;
     for round in 0..10 {
         let id = format!("race-{round}");
-        s.write(AddUnredeemedPayment(apple(&id))).await.unwrap();
+        s.write(AddUnredeemedPayment(client::apple_payment(NOW, &id))).await.unwrap();
         let (a, b) = (Key::random(), Key::random());
         let reqs = [
             client::add_pro_payment(&a, &Key::random(), &PaymentTx::apple_tx(&id)),
@@ -42,7 +29,7 @@ async fn racing_claims_of_one_payment_have_one_winner(backend: Backend) {
         assert_eq!(statuses, [0, 101], "round {round}: {answers:?}");
         // The same key racing itself: one success, one "already redeemed".
         let id2 = format!("race-self-{round}");
-        s.write(AddUnredeemedPayment(apple(&id2))).await.unwrap();
+        s.write(AddUnredeemedPayment(client::apple_payment(NOW, &id2))).await.unwrap();
         let req = client::add_pro_payment(&a, &Key::random(), &PaymentTx::apple_tx(&id2));
         let answers = join_all([&req, &req].map(|r| s.call("/add_pro_payment", r))).await;
         let mut statuses: Vec<i64> = answers.iter().map(|v| v["status"].as_i64().unwrap()).collect();
@@ -58,7 +45,7 @@ async fn fifty_parallel_claims_get_distinct_generations(backend: Backend) {
     let mut reqs = Vec::new();
     for i in 0..50 {
         let id = format!("parallel-{i}");
-        s.write(AddUnredeemedPayment(apple(&id))).await.unwrap();
+        s.write(AddUnredeemedPayment(client::apple_payment(NOW, &id))).await.unwrap();
         reqs.push(client::add_pro_payment(&Key::random(), &Key::random(), &PaymentTx::apple_tx(&id)));
     }
     let answers = join_all(reqs.iter().map(|r| s.call("/add_pro_payment", r))).await;

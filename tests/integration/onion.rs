@@ -3,8 +3,7 @@
 
 use hyper::{Method, StatusCode};
 use pro_engine::db_writer::AddUnredeemedPayment;
-use pro_engine::domain::types::{PaymentTx, ProPlan};
-use pro_engine::store::rows::NewPayment;
+use pro_engine::domain::types::PaymentTx;
 use serde_json::{Value, json};
 
 use crate::client::{self, Key};
@@ -42,18 +41,6 @@ impl TestServer {
     }
 }
 
-fn apple(id: &str) -> NewPayment {
-    NewPayment {
-        tx: PaymentTx::apple(id, id, id),
-        plan: ProPlan::OneMonth,
-        expiry_unix_ts_ms: NOW + 30 * 86_400_000,
-        unredeemed_unix_ts_ms: NOW,
-        platform_refund_expiry_unix_ts_ms: 0,
-        google_obfuscated_account_id: None,
-        apple_app_account_token: String::new(),
-    }
-}
-
 async fn documented_vector_request_is_answered(backend: Backend) {
     let s = TestServer::start(Opts::dev(NOW).on(backend).prepared(None, vec![])).await;
     let v: Value = serde_json::from_str(include_str!("../data/hashes.json")).unwrap();
@@ -82,7 +69,7 @@ async fn every_route_through_both_ciphers_and_all_key_encodings(backend: Backend
             let c = OnionClient::new(s.state.onion_pubkey, enc, None);
             let (master, rotating) = (Key::random(), Key::random());
             let id = format!("onion-{n}");
-            s.write(AddUnredeemedPayment(apple(&id))).await.unwrap();
+            s.write(AddUnredeemedPayment(client::apple_payment(NOW, &id))).await.unwrap();
 
             // add_pro_payment: the claim succeeds through the onion; a repeat answers exactly
             // as the same request made directly.
