@@ -123,6 +123,20 @@ impl HttpClient {
     }
 }
 
+/// Percent-encodes everything except RFC 3986's unreserved characters, so the value is safe as
+/// one path segment or one form value.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +149,14 @@ mod tests {
         assert!(is_loopback_host("LOCALHOST"));
         assert!(!is_loopback_host("example.com"));
         assert!(!is_loopback_host("10.0.0.1"));
+    }
+
+    #[test]
+    fn percent_encoding() {
+        assert_eq!(percent_encode("abc.DEF-_~1"), "abc.DEF-_~1");
+        assert_eq!(percent_encode("a b/c?d=e&f:g"), "a%20b%2Fc%3Fd%3De%26f%3Ag");
+        assert_eq!(percent_encode("a+b/c=d~_.-"), "a%2Bb%2Fc%3Dd~_.-");
+        assert_eq!(percent_encode("é"), "%C3%A9");
     }
 
     #[actix::test]

@@ -145,19 +145,6 @@ pub fn parse_history_page(body: &[u8]) -> Result<HistoryPage, ApiError> {
     })
 }
 
-/// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
-fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The App Store Server API client: the shared outbound HTTP client, a base URL and a key.
 pub struct ApiClient {
     http: HttpClient,
@@ -180,7 +167,7 @@ impl ApiClient {
         let mut url = format!("{}{HISTORY_PATH}", self.base_url);
         if let Some(t) = token {
             url.push_str("?paginationToken=");
-            url.push_str(&query_escape(t));
+            url.push_str(&crate::outbound::percent_encode(t));
         }
         let auth = format!("Bearer {}", self.key.token(now_ms.div_euclid(1000)));
         let body = json!({ "startDate": window.start_ms, "endDate": window.end_ms, "onlyFailures": true });
@@ -233,10 +220,5 @@ mod tests {
         assert!(parse_history_page(b"[]").is_err());
         assert!(parse_history_page(br#"{"notificationHistory":5}"#).is_err());
         assert!(parse_history_page(b"\xff").is_err());
-    }
-
-    #[test]
-    fn escaping() {
-        assert_eq!(query_escape("a+b/c=d~_.-"), "a%2Bb%2Fc%3Dd~_.-");
     }
 }

@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 
 use super::auth::{ServiceAccount, parse_token_response};
 use super::publisher::{SubscriptionPurchase, parse_grace_period_ms, parse_subscription_v2};
-use super::text::percent_encode;
 use crate::clock::SharedClock;
 use crate::health::Registry;
+use crate::outbound::percent_encode;
 use crate::outbound::{HttpClient, OutboundError};
 
 /// Refresh the token this long before Google says it expires.

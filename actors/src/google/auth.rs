@@ -8,7 +8,7 @@ use rsa::pkcs8::DecodePrivateKey;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::text::percent_encode;
+use crate::outbound::percent_encode;
 
 pub const SCOPES: &str = "https://www.googleapis.com/auth/androidpublisher https://www.googleapis.com/auth/pubsub";
 pub const DEFAULT_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";

@@ -67,20 +67,6 @@ pub fn rfc3339_to_ms(text: &str) -> Result<i64, String> {
     Ok(secs * 1000 + millis)
 }
 
-/// Percent-encodes everything except RFC 3986's unreserved characters, so the value is safe as
-/// one path segment or one form value.
-pub fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,9 +101,5 @@ mod tests {
     }
 
     #[test]
-    fn encoding() {
-        assert_eq!(percent_encode("abc.DEF-_~1"), "abc.DEF-_~1");
-        assert_eq!(percent_encode("a b/c?d=e&f:g"), "a%20b%2Fc%3Fd%3De%26f%3Ag");
-        assert_eq!(percent_encode("é"), "%C3%A9");
-    }
+    fn encoding() {}
 }
