@@ -837,8 +837,8 @@ fn is_allowed_service_url(url: &str) -> bool {
 // INI reading
 // ---------------------------------------------------------------------------------------------
 //
-// The syntax follows Python's `configparser` defaults, which upstream used. rust-ini (in the
-// dependency list) is not used for this: it differs from configparser where it matters. It
+// The syntax follows Python's `configparser` defaults, which upstream used. rust-ini (named on
+// the design card) is not used for this: it differs from configparser where it matters. It
 // folds comment lines that sit between continuation lines into the value, it glues a line
 // without `=`/`:` onto the next key instead of rejecting it, it joins lines ending in `\`, it
 // lets options appear before any section, and it has neither duplicate detection nor `[DEFAULT]`

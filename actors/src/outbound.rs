@@ -44,12 +44,25 @@ impl Response {
 #[derive(Clone)]
 pub struct HttpClient {
     inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Operator tools may talk plain HTTP to any host (e.g. a dev server on another machine).
+    plain_http_anywhere: bool,
 }
 
 impl Default for HttpClient {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// An error with its causes, `outer: inner: …` (hyper's own texts name only the outermost).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
 }
 
 /// Whether `host` names this machine.
@@ -62,7 +75,16 @@ impl HttpClient {
     pub fn new() -> Self {
         let https =
             hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
-        Self { inner: Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https) }
+        Self {
+            inner: Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https),
+            plain_http_anywhere: false,
+        }
+    }
+
+    /// A client that also allows plain `http://` to hosts other than this machine; for the
+    /// operator's command-line tools, never for the daemon's calls to Apple, Google or webhooks.
+    pub fn allowing_plain_http() -> Self {
+        Self { plain_http_anywhere: true, ..Self::new() }
     }
 
     /// Sends one request and reads the whole (bounded) response.
@@ -77,7 +99,7 @@ impl HttpClient {
         let uri: Uri = url.parse().map_err(|_| OutboundError::BadUrl(url.to_string()))?;
         match uri.scheme_str() {
             Some("https") => {}
-            Some("http") if uri.host().is_some_and(is_loopback_host) => {}
+            Some("http") if self.plain_http_anywhere || uri.host().is_some_and(is_loopback_host) => {}
             Some("http") => return Err(OutboundError::Insecure(url.to_string())),
             _ => return Err(OutboundError::BadUrl(url.to_string())),
         }
@@ -96,7 +118,7 @@ impl HttpClient {
                 .inner
                 .request(req)
                 .await
-                .map_err(|e| OutboundError::Transport { url: url.to_string(), reason: e.to_string() })?;
+                .map_err(|e| OutboundError::Transport { url: url.to_string(), reason: error_chain(&e) })?;
             let status = resp.status().as_u16();
             let content_type =
                 resp.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();

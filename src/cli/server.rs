@@ -6,24 +6,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Subcommand, ValueEnum};
 use ed25519_dalek::{Signer, SigningKey};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use pro_engine::domain::hashes::{
     add_pro_payment_hash, generate_pro_proof_hash, get_pro_details_hash, set_refund_requested_hash,
 };
 use pro_engine::domain::types::{PaymentProvider, PaymentTx};
+use pro_engine::outbound::{HttpClient, OutboundError};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::voucher::Plan;
 use super::{CliError, CliResult, Global, now_ms, tour};
 
 /// How long one request may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Answers larger than this are refused.
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -54,26 +49,6 @@ pub enum StoreProvider {
     Apple,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DevPlan {
-    #[value(name = "1M")]
-    OneMonth,
-    #[value(name = "3M")]
-    ThreeMonth,
-    #[value(name = "12M")]
-    TwelveMonth,
-}
-
-impl DevPlan {
-    pub fn wire_name(self) -> &'static str {
-        match self {
-            Self::OneMonth => "OneMonth",
-            Self::ThreeMonth => "ThreeMonth",
-            Self::TwelveMonth => "TwelveMonth",
-        }
-    }
-}
-
 #[derive(Debug, clap::Args)]
 pub struct AddProPaymentArgs {
     /// Base URL of the server, e.g. http://127.0.0.1:8000
@@ -91,7 +66,7 @@ pub struct AddProPaymentArgs {
     pub version: u8,
     /// Plan of the fabricated dev payment.
     #[arg(long, value_enum)]
-    pub dev_plan: Option<DevPlan>,
+    pub dev_plan: Option<Plan>,
     /// Duration of the fabricated dev payment (ms).
     #[arg(long, allow_negative_numbers = true)]
     pub dev_duration_ms: Option<i64>,
@@ -209,7 +184,7 @@ pub fn payment_tx_json(tx: &PaymentTx) -> Value {
 /// The dev-mode extras of `/add_pro_payment`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DevOptions {
-    pub plan: Option<DevPlan>,
+    pub plan: Option<Plan>,
     pub duration_ms: Option<i64>,
     pub auto_renewing: bool,
 }
@@ -230,7 +205,7 @@ pub fn add_pro_payment_body(
     body.insert("rotating_sig".into(), json!(sign(rotating, &digest)));
     body.insert("payment_tx".into(), payment_tx_json(tx));
     if let Some(plan) = dev.plan {
-        body.insert("dev_plan".into(), json!(plan.wire_name()));
+        body.insert("dev_plan".into(), json!(plan.pro_plan().name()));
     }
     if let Some(d) = dev.duration_ms {
         body.insert("dev_duration_ms".into(), json!(d));
@@ -297,7 +272,7 @@ pub fn pretty(v: &Value) -> String {
 /// A blocking HTTP(S) client for the admin commands.
 pub struct Http {
     rt: tokio::runtime::Runtime,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
 }
 
 impl Http {
@@ -306,34 +281,27 @@ impl Http {
             .enable_all()
             .build()
             .map_err(|e| CliError::fail(format!("Failed to start the HTTP client: {e}")))?;
-        let https =
-            hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
-        let client = Client::builder(TokioExecutor::new()).build(https);
-        Ok(Self { rt, client })
+        Ok(Self { rt, client: HttpClient::allowing_plain_http() })
     }
 
     /// POSTs `body` to `url`; returns the status and the body, or why nothing was received.
     pub fn post(&self, url: &str, content_type: &str, body: Vec<u8>) -> Result<(u16, Bytes), String> {
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) {
-            return Err("the URL must start with http:// or https://".into());
+        let headers = [("content-type", content_type)];
+        let sent = self.rt.block_on(self.client.request(
+            hyper::Method::POST,
+            url,
+            &headers,
+            Some(Bytes::from(body)),
+            REQUEST_TIMEOUT,
+        ));
+        match sent {
+            Ok(r) => Ok((r.status, r.body)),
+            Err(OutboundError::Transport { reason, .. }) => Err(reason),
+            Err(OutboundError::Timeout(_)) => Err("timed out".into()),
+            Err(OutboundError::BadUrl(_) | OutboundError::Insecure(_)) => {
+                Err("the URL must start with http:// or https://".into())
+            }
         }
-        let req = hyper::Request::post(uri)
-            .header(hyper::header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        let work = async {
-            let resp = self.client.request(req).await.map_err(|e| error_chain(&e))?;
-            let status = resp.status().as_u16();
-            let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok((status, body))
-        };
-        self.rt
-            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, work).await.map_err(|_| "timed out".to_string())? })
     }
 
     /// POSTs JSON to `<base>/<endpoint>` and returns the JSON answer (HTTP 200 required).
@@ -362,16 +330,6 @@ pub fn json_answer(status: u16, body: &[u8]) -> Result<Value, CliError> {
 }
 
 /// A hyper error with its causes (the top level alone often says only "client error").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    out
-}
-
 /// Prints the title and the request, sends it (unless `--dry-run`), prints the response.
 fn exchange(global: &Global, url: &str, endpoint: &str, title: &str, body: &Value) -> CliResult {
     println!("\n{title}");
@@ -491,7 +449,7 @@ mod tests {
         assert!(hex::encode(pk(&master)).starts_with("d04ab232"));
         assert!(hex::encode(pk(&rotating)).starts_with("a09aa5f4"));
         let tx = PaymentTx::google("56c2c60dbca9f14d", "DEV.c6c51d16b06434aa");
-        let dev = DevOptions { plan: Some(DevPlan::OneMonth), ..Default::default() };
+        let dev = DevOptions { plan: Some(Plan::OneMonth), ..Default::default() };
         let body = add_pro_payment_body(0, &master, &rotating, &tx, &dev);
         let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(

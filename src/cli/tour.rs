@@ -13,8 +13,8 @@ use serde_json::Value;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::server::{
-    DevOptions, DevPlan, Http, add_pro_payment_body, endpoint_url, generate_pro_proof_body, get_pro_details_body,
-    json_answer, pretty, random_hex, random_key, revocations_body, set_refund_requested_body,
+    DevOptions, Http, add_pro_payment_body, endpoint_url, generate_pro_proof_body, get_pro_details_body, json_answer,
+    pretty, random_hex, random_key, revocations_body, set_refund_requested_body,
 };
 use super::verify_proof::{self, Verdict};
 use super::{Access, CliError, CliResult, Global, now_ms, readable, store_error_text};
@@ -187,7 +187,7 @@ impl Tour {
         println!("Master PKey:   {}", hex::encode(master.verifying_key().to_bytes()));
         println!("Rotating SKey: {}", hex::encode(rotating.to_bytes()));
         let tx = PaymentTx::apple_tx(format!("DEV.{}", random_hex(8)?));
-        let dev = DevOptions { plan: Some(DevPlan::OneMonth), ..Default::default() };
+        let dev = DevOptions { plan: Some(crate::cli::voucher::Plan::OneMonth), ..Default::default() };
         let title = format!("Add Pro Payment via Apple{suffix}");
         let a = self.call(&title, "add_pro_payment", &add_pro_payment_body(0, &master, &rotating, &tx, &dev), main);
         self.check_proof(&title, a.as_ref());

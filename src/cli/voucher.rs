@@ -29,6 +29,7 @@ pub struct Args {
     pub dev_duration_ms: i64,
 }
 
+/// A plan as the command line names it (`--plan`, `--dev-plan`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Plan {
     #[value(name = "1M")]
