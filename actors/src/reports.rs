@@ -223,6 +223,57 @@ pub fn render_csv(report: &Report) -> String {
     lines.join("\r\n")
 }
 
+/// The fixed `payments` data set behind the report tests, shared with the CLI's integration
+/// tests so both check the same known counts.
+#[cfg(any(test, feature = "test-support"))]
+pub mod fixture {
+    use crate::domain::time::{DAY_MS, days_from_civil};
+
+    /// (provider, plan, status, auto_renewing, unredeemed, expiry, revoked, refund requested,
+    /// owner key byte).
+    pub type Row = (i64, i64, i64, bool, i64, i64, i64, i64, Option<u8>);
+
+    /// The rows themselves, for tests that derive expectations from them.
+    pub fn rows() -> [Row; 7] {
+        let h = |y, m, d, hour: i64| days_from_civil(y, m, d) * DAY_MS + hour * 3_600_000;
+        [
+            (1, 1, 2, true, h(2026, 12, 1, 9), h(2027, 1, 1, 9), 0, 0, Some(1)),
+            (1, 2, 1, true, h(2026, 12, 1, 15), h(2027, 3, 1, 0), 0, 0, None),
+            (2, 2, 2, false, h(2026, 12, 4, 10), h(2027, 3, 4, 10), 0, h(2026, 12, 5, 8), Some(2)),
+            (3, 3, 2, false, h(2026, 12, 4, 11), h(2027, 12, 4, 11), 0, 0, Some(3)),
+            (2, 1, 4, false, h(2026, 11, 20, 10), h(2026, 12, 20, 10), h(2026, 12, 2, 12), 0, Some(5)),
+            // 2027-01-01: week 00 of %W, which crashed upstream's weekly report.
+            (1, 1, 2, false, h(2027, 1, 1, 8), h(2027, 2, 1, 8), 0, 0, Some(1)),
+            // 2024-12-30: %W week 53 of a year with 52 ISO weeks (ISO 2025-W01).
+            (2, 3, 2, true, h(2024, 12, 30, 10), h(2025, 12, 30, 10), 0, 0, Some(4)),
+        ]
+    }
+
+    /// Inserts the data set into a bootstrapped SQLite database.
+    pub fn insert(c: &rusqlite::Connection) {
+        for (provider, plan, status, auto, unredeemed, expiry, revoked, refund, owner) in rows() {
+            c.execute(
+                "INSERT INTO payments (master_pkey, status, plan, payment_provider, auto_renewing, unredeemed_unix_ts_ms,
+                     expiry_unix_ts_ms, platform_refund_expiry_unix_ts_ms, revoked_unix_ts_ms, refund_requested_unix_ts_ms,
+                     rangeproof_order_id)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, 'x')",
+                rusqlite::params![
+                    owner.map(|o| vec![o; 32]),
+                    status,
+                    plan,
+                    provider,
+                    auto,
+                    unredeemed,
+                    expiry,
+                    (revoked > 0).then_some(revoked),
+                    refund
+                ],
+            )
+            .unwrap();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,51 +385,11 @@ Period             Active Users   Unredeemed   New Subs   Google   Apple   Range
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("2026-11-23 (W48)"), "2026-11-23 (W48)");
     }
-    /// (provider, plan, status, auto_renewing, unredeemed, expiry, revoked, refund requested,
-    /// owner key byte).
-    type FixtureRow = (i64, i64, i64, bool, i64, i64, i64, i64, Option<u8>);
-
-    /// The fixed data set of the report tests (the CLI's integration tests use the same one).
-    fn fixture_rows() -> Vec<FixtureRow> {
-        let h = |y, m, d, hour: i64| day(y, m, d) + hour * 3_600_000;
-        vec![
-            (1, 1, 2, true, h(2026, 12, 1, 9), h(2027, 1, 1, 9), 0, 0, Some(1)),
-            (1, 2, 1, true, h(2026, 12, 1, 15), h(2027, 3, 1, 0), 0, 0, None),
-            (2, 2, 2, false, h(2026, 12, 4, 10), h(2027, 3, 4, 10), 0, h(2026, 12, 5, 8), Some(2)),
-            (3, 3, 2, false, h(2026, 12, 4, 11), h(2027, 12, 4, 11), 0, 0, Some(3)),
-            (2, 1, 4, false, h(2026, 11, 20, 10), h(2026, 12, 20, 10), h(2026, 12, 2, 12), 0, Some(5)),
-            // 2027-01-01: week 00 of %W, which crashed upstream's weekly report.
-            (1, 1, 2, false, h(2027, 1, 1, 8), h(2027, 2, 1, 8), 0, 0, Some(1)),
-            // 2024-12-30: %W week 53 of a year with 52 ISO weeks (ISO 2025-W01).
-            (2, 3, 2, true, h(2024, 12, 30, 10), h(2025, 12, 30, 10), 0, 0, Some(4)),
-        ]
-    }
-
     fn fixture_db() -> rusqlite::Connection {
         use crate::store::sqlite::{self, SqliteTarget};
         let mut c = sqlite::open_writer(&SqliteTarget::memory()).unwrap();
         sqlite::bootstrap(&mut c, [0xCD; 32]).unwrap();
-        for (provider, plan, status, auto, unredeemed, expiry, revoked, refund, owner) in fixture_rows() {
-            let owner = owner.map(|o| vec![o; 32]);
-            c.execute(
-                "INSERT INTO payments (master_pkey, status, plan, payment_provider, auto_renewing, unredeemed_unix_ts_ms,
-                     expiry_unix_ts_ms, platform_refund_expiry_unix_ts_ms, revoked_unix_ts_ms, refund_requested_unix_ts_ms,
-                     rangeproof_order_id)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, 'x')",
-                rusqlite::params![
-                    owner,
-                    status,
-                    plan,
-                    provider,
-                    auto,
-                    unredeemed,
-                    expiry,
-                    (revoked > 0).then_some(revoked),
-                    refund
-                ],
-            )
-            .unwrap();
-        }
+        fixture::insert(&c);
         c
     }
 
@@ -500,7 +511,7 @@ Period             Active Users   Unredeemed   New Subs   Google   Apple   Range
             }) {
                 let days = (kind.period_end(p.period_start_ms) + 1 - p.period_start_ms) / DAY_MS;
                 let fixture =
-                    fixture_rows().iter().filter(|r| kind.period_start(r.4) == p.period_start_ms).count() as i64;
+                    fixture::rows().iter().filter(|r| kind.period_start(r.4) == p.period_start_ms).count() as i64;
                 assert_eq!(p.new_subs, 2 * days + fixture, "{kind:?} {}", kind.label(p.period_start_ms));
             }
             for p in counts {

@@ -470,43 +470,10 @@ fn revoke_list_delete_and_timestamp() {
 // reports
 // ---------------------------------------------------------------------------------------------
 
-/// (provider, plan, status, auto_renewing, unredeemed, expiry, revoked, refund requested, owner)
-type ReportRow = (i64, i64, i64, bool, i64, i64, i64, i64, Option<u8>);
-
-/// The report data set (the same as the engine's report tests), with known counts.
+/// The report data set of the engine's report tests, with known counts.
 fn report_db() -> Db {
     let db = Db::new(false);
-    let day = |y, m, d| pro_engine::domain::time::days_from_civil(y, m, d) * DAY_MS;
-    let h = |y, m, d, hour: i64| day(y, m, d) + hour * 3_600_000;
-    let rows: [ReportRow; 7] = [
-        (1, 1, 2, true, h(2026, 12, 1, 9), h(2027, 1, 1, 9), 0, 0, Some(1)),
-        (1, 2, 1, true, h(2026, 12, 1, 15), h(2027, 3, 1, 0), 0, 0, None),
-        (2, 2, 2, false, h(2026, 12, 4, 10), h(2027, 3, 4, 10), 0, h(2026, 12, 5, 8), Some(2)),
-        (3, 3, 2, false, h(2026, 12, 4, 11), h(2027, 12, 4, 11), 0, 0, Some(3)),
-        (2, 1, 4, false, h(2026, 11, 20, 10), h(2026, 12, 20, 10), h(2026, 12, 2, 12), 0, Some(5)),
-        (1, 1, 2, false, h(2027, 1, 1, 8), h(2027, 2, 1, 8), 0, 0, Some(1)),
-        (2, 3, 2, true, h(2024, 12, 30, 10), h(2025, 12, 30, 10), 0, 0, Some(4)),
-    ];
-    let c = db.sql();
-    for (provider, plan, status, auto, unredeemed, expiry, revoked, refund, owner) in rows {
-        c.execute(
-            "INSERT INTO payments (master_pkey, status, plan, payment_provider, auto_renewing, unredeemed_unix_ts_ms,
-                 expiry_unix_ts_ms, platform_refund_expiry_unix_ts_ms, revoked_unix_ts_ms, refund_requested_unix_ts_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-            rusqlite::params![
-                owner.map(|o| vec![o; 32]),
-                status,
-                plan,
-                provider,
-                auto,
-                unredeemed,
-                expiry,
-                (revoked > 0).then_some(revoked),
-                refund
-            ],
-        )
-        .unwrap();
-    }
+    pro_engine::reports::fixture::insert(&db.sql());
     db
 }
 
