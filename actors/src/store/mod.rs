@@ -158,6 +158,40 @@ pub trait StoreTx {
     fn rollback_to(&mut self, name: &str) -> StoreResult<()>;
 }
 
+/// The SQL of the operator reports, in SQL both backends accept: one row per period start (ms)
+/// followed by the eleven counts of [`crate::reports::PeriodCounts`], in field order (decode it
+/// with [`crate::reports::PeriodCounts::from_columns`]). Each event is grouped by its own
+/// timestamp: new payments by the unredeemed time, refund requests and revocations by theirs,
+/// non-renewing payments by their expiry. `period_start` writes the backend's expression for
+/// the start (UTC, ms) of the period holding the timestamp column it is given.
+pub(crate) fn report_sql(period_start: impl Fn(&str) -> String) -> String {
+    let flag = |cond: &str| format!("CASE WHEN {cond} THEN 1 ELSE 0 END");
+    format!(
+        "SELECT p, SUM(u), SUM(n), SUM(g), SUM(a), SUM(r), SUM(m1), SUM(m3), SUM(m12), SUM(rf), SUM(rv), SUM(c) FROM (
+            SELECT {new} AS p, {u} AS u, 1 AS n, {g} AS g, {a} AS a, {r} AS r, {m1} AS m1, {m3} AS m3, {m12} AS m12,
+                   0 AS rf, 0 AS rv, 0 AS c
+              FROM payments WHERE unredeemed_unix_ts_ms > 0
+            UNION ALL
+            SELECT {refund}, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0 FROM payments WHERE refund_requested_unix_ts_ms > 0
+            UNION ALL
+            SELECT {revoked}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0 FROM payments WHERE revoked_unix_ts_ms > 0
+            UNION ALL
+            SELECT {expiry}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 FROM payments WHERE NOT auto_renewing AND status != 4
+         ) AS events WHERE p IS NOT NULL GROUP BY p",
+        new = period_start("unredeemed_unix_ts_ms"),
+        refund = period_start("refund_requested_unix_ts_ms"),
+        revoked = period_start("revoked_unix_ts_ms"),
+        expiry = period_start("expiry_unix_ts_ms"),
+        u = flag("status = 1"),
+        g = flag("payment_provider = 1"),
+        a = flag("payment_provider = 2"),
+        r = flag("payment_provider = 3"),
+        m1 = flag("plan = 1"),
+        m3 = flag("plan = 2"),
+        m12 = flag("plan = 3"),
+    )
+}
+
 /// A connection to one backend, able to run a function in a read or a write transaction.
 /// Object-safe so the actors can hold any backend.
 pub trait Database: Send {

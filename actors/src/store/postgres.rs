@@ -1360,24 +1360,14 @@ impl StoreTx for PgTx<'_> {
     }
 
     fn report_counts(&mut self, kind: crate::reports::ReportKind) -> StoreResult<Vec<crate::reports::PeriodCounts>> {
-        let sql = report_sql(kind);
-        self.query(&sql, &[])?
+        self.query(&report_sql(kind), &[])?
             .iter()
             .map(|r| {
-                Ok(crate::reports::PeriodCounts {
-                    period_start_ms: int(r, 0)?,
-                    unredeemed: int0(r, 1)?,
-                    new_subs: int0(r, 2)?,
-                    google: int0(r, 3)?,
-                    apple: int0(r, 4)?,
-                    rangeproof: int0(r, 5)?,
-                    plan_1m: int0(r, 6)?,
-                    plan_3m: int0(r, 7)?,
-                    plan_12m: int0(r, 8)?,
-                    refunds_initiated: int0(r, 9)?,
-                    revoked: int0(r, 10)?,
-                    cancelling: int0(r, 11)?,
-                })
+                let mut counts = [0; 11];
+                for (i, c) in counts.iter_mut().enumerate() {
+                    *c = int0(r, i + 1)?;
+                }
+                Ok(crate::reports::PeriodCounts::from_columns(int(r, 0)?, counts))
             })
             .collect()
     }
@@ -1407,7 +1397,7 @@ impl StoreTx for PgTx<'_> {
     }
 }
 
-/// The operator reports' grouping (see [`crate::reports`]), in PostgreSQL's date functions:
+/// The operator reports' grouping (see [`super::report_sql`]) in PostgreSQL's date functions:
 /// each event counted in the UTC day, ISO week (Monday) or month that holds its own timestamp.
 fn report_sql(kind: crate::reports::ReportKind) -> String {
     use crate::reports::ReportKind;
@@ -1416,28 +1406,9 @@ fn report_sql(kind: crate::reports::ReportKind) -> String {
         ReportKind::Weekly => "week",
         ReportKind::Monthly => "month",
     };
-    let start = |col: &str| {
+    super::report_sql(|col| {
         format!(
             "(EXTRACT(EPOCH FROM date_trunc('{unit}', to_timestamp({col} / 1000.0) AT TIME ZONE 'UTC'))::BIGINT * 1000)"
         )
-    };
-    format!(
-        "SELECT p, SUM(u)::BIGINT, SUM(n)::BIGINT, SUM(g)::BIGINT, SUM(a)::BIGINT, SUM(r)::BIGINT, SUM(m1)::BIGINT,
-                SUM(m3)::BIGINT, SUM(m12)::BIGINT, SUM(rf)::BIGINT, SUM(rv)::BIGINT, SUM(c)::BIGINT FROM (
-            SELECT {new} AS p, (status = 1)::INT AS u, 1 AS n, (payment_provider = 1)::INT AS g,
-                   (payment_provider = 2)::INT AS a, (payment_provider = 3)::INT AS r, (plan = 1)::INT AS m1,
-                   (plan = 2)::INT AS m3, (plan = 3)::INT AS m12, 0 AS rf, 0 AS rv, 0 AS c
-              FROM payments WHERE unredeemed_unix_ts_ms > 0
-            UNION ALL
-            SELECT {refund}, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0 FROM payments WHERE refund_requested_unix_ts_ms > 0
-            UNION ALL
-            SELECT {revoked}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0 FROM payments WHERE revoked_unix_ts_ms > 0
-            UNION ALL
-            SELECT {expiry}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 FROM payments WHERE NOT auto_renewing AND status != 4
-         ) AS events WHERE p IS NOT NULL GROUP BY p",
-        new = start("unredeemed_unix_ts_ms"),
-        refund = start("refund_requested_unix_ts_ms"),
-        revoked = start("revoked_unix_ts_ms"),
-        expiry = start("expiry_unix_ts_ms"),
-    )
+    })
 }

@@ -999,60 +999,30 @@ pub fn backup_to(target: &SqliteTarget, dest: &Path) -> StoreResult<()> {
     })
 }
 
-/// The SQL of the operator reports: one row per period start (ms) with the counts of
-/// [`crate::reports::PeriodCounts`]. Each event is grouped by its own timestamp: new payments by
-/// the unredeemed time, refund requests and revocations by theirs, non-renewing payments by
-/// their expiry.
-fn report_sql(kind: crate::reports::ReportKind) -> String {
+/// The operator reports' grouping (see [`super::report_sql`]) in SQLite's date modifiers.
+fn report_counts(
+    conn: &Connection,
+    kind: crate::reports::ReportKind,
+) -> StoreResult<Vec<crate::reports::PeriodCounts>> {
     use crate::reports::ReportKind;
-    // SQLite date modifiers that take a time to the start of its period; for weeks, back six
-    // days and then forward to the next Monday lands on the Monday of the ISO week.
+    // Modifiers that take a time to the start of its period; for weeks, back six days and then
+    // forward to the next Monday lands on the Monday of the ISO week.
     let modifiers = match kind {
         ReportKind::Daily => "'start of day'",
         ReportKind::Weekly => "'start of day', '-6 days', 'weekday 1'",
         ReportKind::Monthly => "'start of month'",
     };
-    let start = |col: &str| format!("CAST(strftime('%s', {col} / 1000, 'unixepoch', {modifiers}) AS INTEGER) * 1000");
-    format!(
-        "SELECT p, SUM(u), SUM(n), SUM(g), SUM(a), SUM(r), SUM(m1), SUM(m3), SUM(m12), SUM(rf), SUM(rv), SUM(c) FROM (
-            SELECT {new} AS p, status = 1 AS u, 1 AS n, payment_provider = 1 AS g, payment_provider = 2 AS a,
-                   payment_provider = 3 AS r, plan = 1 AS m1, plan = 2 AS m3, plan = 3 AS m12, 0 AS rf, 0 AS rv, 0 AS c
-              FROM payments WHERE unredeemed_unix_ts_ms > 0
-            UNION ALL
-            SELECT {refund}, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0 FROM payments WHERE refund_requested_unix_ts_ms > 0
-            UNION ALL
-            SELECT {revoked}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0 FROM payments WHERE revoked_unix_ts_ms > 0
-            UNION ALL
-            SELECT {expiry}, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 FROM payments WHERE NOT auto_renewing AND status != 4
-         ) WHERE p IS NOT NULL GROUP BY p",
-        new = start("unredeemed_unix_ts_ms"),
-        refund = start("refund_requested_unix_ts_ms"),
-        revoked = start("revoked_unix_ts_ms"),
-        expiry = start("expiry_unix_ts_ms"),
-    )
-}
-
-fn report_counts(
-    conn: &Connection,
-    kind: crate::reports::ReportKind,
-) -> StoreResult<Vec<crate::reports::PeriodCounts>> {
-    let mut st = conn.prepare_cached(&report_sql(kind)).map_err(db_err)?;
+    let sql = super::report_sql(|col| {
+        format!("CAST(strftime('%s', {col} / 1000, 'unixepoch', {modifiers}) AS INTEGER) * 1000")
+    });
+    let mut st = conn.prepare_cached(&sql).map_err(db_err)?;
     let rows = st
         .query_map([], |r| {
-            Ok(crate::reports::PeriodCounts {
-                period_start_ms: r.get(0)?,
-                unredeemed: int0(r, 1)?,
-                new_subs: int0(r, 2)?,
-                google: int0(r, 3)?,
-                apple: int0(r, 4)?,
-                rangeproof: int0(r, 5)?,
-                plan_1m: int0(r, 6)?,
-                plan_3m: int0(r, 7)?,
-                plan_12m: int0(r, 8)?,
-                refunds_initiated: int0(r, 9)?,
-                revoked: int0(r, 10)?,
-                cancelling: int0(r, 11)?,
-            })
+            let mut counts = [0; 11];
+            for (i, c) in counts.iter_mut().enumerate() {
+                *c = int0(r, i + 1)?;
+            }
+            Ok(crate::reports::PeriodCounts::from_columns(r.get(0)?, counts))
         })
         .map_err(db_err)?;
     rows.collect::<Result<_, _>>().map_err(db_err)
