@@ -1,8 +1,9 @@
 //! Operator reports: counts of the `payments` table per day, ISO week or month, rendered as
 //! upstream's fixed-width table or as CSV.
 //!
-//! The store aggregates the rows per period (one query, [`crate::store::report_sql`], with each
-//! backend's own period-start expression); everything else here is pure: period labels, which rows appear, and both layouts byte for byte.
+//! The store aggregates the rows per period (one query, `store::report_sql`, with each
+//! backend's own period-start expression); everything else here is pure: period labels, which
+//! rows appear, and both layouts byte for byte.
 
 use crate::domain::time::{DAY_MS, civil_from_days, days_from_civil};
 use crate::store::{StoreResult, StoreTx};
@@ -101,7 +102,7 @@ pub struct PeriodCounts {
 
 impl PeriodCounts {
     /// Builds the counts from a report query's row: the period start, then the eleven counts
-    /// in field order (see [`crate::store::report_sql`]).
+    /// in field order (see `store::report_sql`).
     pub fn from_columns(period_start_ms: i64, c: [i64; 11]) -> Self {
         let [
             unredeemed,
