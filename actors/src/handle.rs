@@ -77,20 +77,12 @@ impl<A: Actor> Handle<A> {
         A::Context: ToEnvelope<A, M>,
         M: Message<Result = ()> + Send + 'static,
     {
-        let name = self.health.name;
-        let depth = self.health.enter();
-        let _guard = DepthGuard(&self.health);
-        if depth > self.limits.max_depth {
-            self.health.record_refused();
-            return Err(ActorError::Overloaded(name));
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.addr.do_send(make(tx));
-        match tokio::time::timeout(self.limits.timeout, rx).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(_)) => Err(ActorError::Unavailable(name)),
-            Err(_) => Err(ActorError::Timeout(name)),
-        }
+        self.guarded(|| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.addr.do_send(make(tx));
+            rx
+        })
+        .await
     }
 
     pub async fn send<M>(&self, msg: M) -> Result<M::Result, ActorError>
@@ -100,6 +92,16 @@ impl<A: Actor> Handle<A> {
         M: Message + Send + 'static,
         M::Result: Send,
     {
+        self.guarded(|| self.addr.send(msg)).await
+    }
+
+    /// The limits every request passes: counted in the mailbox depth while it lasts, refused
+    /// past the depth limit before `start` posts anything, bounded by the timeout, and a
+    /// dropped answer read as the actor being unavailable.
+    async fn guarded<T, E, F>(&self, start: impl FnOnce() -> F) -> Result<T, ActorError>
+    where
+        F: std::future::Future<Output = Result<T, E>>,
+    {
         let name = self.health.name;
         let depth = self.health.enter();
         let _guard = DepthGuard(&self.health);
@@ -107,10 +109,104 @@ impl<A: Actor> Handle<A> {
             self.health.record_refused();
             return Err(ActorError::Overloaded(name));
         }
-        match tokio::time::timeout(self.limits.timeout, self.addr.send(msg)).await {
+        match tokio::time::timeout(self.limits.timeout, start()).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(_)) => Err(ActorError::Unavailable(name)),
             Err(_) => Err(ActorError::Timeout(name)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix::{ActorContext, Context, Handler};
+
+    /// A test actor: echoes, answers through a channel, drops or keeps reply channels, stops.
+    #[derive(Default)]
+    struct Probe {
+        kept: Vec<tokio::sync::oneshot::Sender<u32>>,
+    }
+    impl Actor for Probe {
+        type Context = Context<Self>;
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "u32")]
+    struct Echo(u32);
+    impl Handler<Echo> for Probe {
+        type Result = u32;
+        fn handle(&mut self, m: Echo, _: &mut Context<Self>) -> u32 {
+            m.0
+        }
+    }
+
+    /// What the actor does with the reply channel it is handed.
+    enum Reply {
+        Answer(u32),
+        Drop,
+        Keep,
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Ask(Reply, tokio::sync::oneshot::Sender<u32>);
+    impl Handler<Ask> for Probe {
+        type Result = ();
+        fn handle(&mut self, Ask(reply, tx): Ask, _: &mut Context<Self>) {
+            match reply {
+                Reply::Answer(v) => drop(tx.send(v)),
+                Reply::Drop => drop(tx),
+                Reply::Keep => self.kept.push(tx),
+            }
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Stop;
+    impl Handler<Stop> for Probe {
+        type Result = ();
+        fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+            ctx.stop();
+        }
+    }
+
+    fn handle(limits: HandleLimits) -> Handle<Probe> {
+        Handle::new(Probe::default().start(), ActorHealth::new("probe"), limits)
+    }
+
+    #[actix::test]
+    async fn answers_and_leaves_the_depth_at_zero() {
+        let h = handle(HandleLimits::default());
+        assert_eq!(h.send(Echo(5)).await, Ok(5));
+        assert_eq!(h.deliver(|tx| Ask(Reply::Answer(7), tx)).await, Ok(7));
+        assert_eq!(h.health().depth(), 0);
+    }
+
+    #[actix::test]
+    async fn refuses_past_the_depth_limit() {
+        let h = handle(HandleLimits { max_depth: 0, ..Default::default() });
+        assert_eq!(h.send(Echo(5)).await, Err(ActorError::Overloaded("probe")));
+        assert_eq!(h.deliver(|tx| Ask(Reply::Answer(7), tx)).await, Err(ActorError::Overloaded("probe")));
+        assert_eq!(h.health().depth(), 0, "a refused request does not stay counted");
+        assert_eq!(ActorError::Overloaded("probe").to_string(), "the probe is overloaded, try again later");
+    }
+
+    #[actix::test]
+    async fn a_dropped_answer_is_unavailable_and_a_missing_one_times_out() {
+        let h = handle(HandleLimits { timeout: Duration::from_millis(50), ..Default::default() });
+        assert_eq!(h.deliver(|tx| Ask(Reply::Drop, tx)).await, Err(ActorError::Unavailable("probe")));
+        assert_eq!(h.deliver(|tx| Ask(Reply::Keep, tx)).await, Err(ActorError::Timeout("probe")));
+        assert_eq!(h.health().depth(), 0);
+        assert_eq!(h.send(Echo(1)).await, Ok(1), "the actor still serves after a timeout");
+    }
+
+    #[actix::test]
+    async fn a_stopped_actor_is_unavailable() {
+        let h = handle(HandleLimits::default());
+        h.send(Stop).await.unwrap();
+        assert_eq!(h.send(Echo(5)).await, Err(ActorError::Unavailable("probe")));
+        assert!(!h.health().is_up());
     }
 }
