@@ -19,6 +19,9 @@ const SALT: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 const NOW: i64 = 1767268812345;
 const GRACE: i64 = 3_600_000;
 
+/// Spec §21.2 step 2: the proof for generation 0, rotating key 0x22…, expiry 1769904000000.
+const SIG_GEN0_1769904000000: &str = "3e711e5999340ddcb16ca63581879143fc6d38c141750fe0ca837f476f4e556baa51a56a9e302e54a85ea87d76e250761818fec85fa2747dd6b96a11372d8701";
+
 fn key(seed: u8) -> [u8; 32] {
     SigningKey::from_bytes(&[seed; 32]).verifying_key().to_bytes()
 }
@@ -231,10 +234,7 @@ fn scenario_a_purchase_redeem_renew_expire_refund(kind: Kind) {
         hex::encode(proof_hash(0, &gen_index_hash(0, &SALT), &r, proof_expiry as u64)),
         "7227753298ce56af3de6d830528699aff1c78c1d143e9dd1f1978012437776d4"
     );
-    assert_eq!(
-        sign_proof(0, &r, proof_expiry),
-        "3e711e5999340ddcb16ca63581879143fc6d38c141750fe0ca837f476f4e556baa51a56a9e302e54a85ea87d76e250761818fec85fa2747dd6b96a11372d8701"
-    );
+    assert_eq!(sign_proof(0, &r, proof_expiry), SIG_GEN0_1769904000000);
     let row = payment(&mut c, &p1.tx);
     assert_eq!((row.status, row.redeemed_unix_ts_ms, row.master_pkey), (2, 1767312000000, Some(m)));
     let u = user(&mut c, &m);
@@ -350,7 +350,8 @@ fn scenario_b_rangeproof_clamp_and_stacking(kind: Kind) {
     assert_eq!(got, RedeemOutcome::Success { gen_index: 0, entitled_until: 1798804812345 });
     let expiry = clamp_proof_expiry(NOW, round_up_to_day(1798804812345));
     assert_eq!(expiry, 1769904000000);
-    assert_eq!(sign_proof(0, &r, expiry), sign_proof(0, &r, 1769904000000));
+    // The same inputs as scenario A's first proof, so the same signature (spec §21.6).
+    assert_eq!(sign_proof(0, &r, expiry), SIG_GEN0_1769904000000);
     let row = payment(&mut c, &rp.tx);
     assert_eq!((row.auto_renewing, row.grace_period_duration_ms, row.redeemed_unix_ts_ms), (false, 0, 1767312000000));
 
