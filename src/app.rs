@@ -315,12 +315,11 @@ async fn delete_user_errors(cfg: &Config, engine: &Engine) {
         let provider = PaymentProvider::from_i64(i64::from(*provider)).unwrap_or(PaymentProvider::Nil);
         let cmd = DeleteUserError { provider, payment_id: id.clone() };
         let outcome = match engine.writer.send(Write(cmd)).await {
-            Ok(Ok(true)) => {
+            Ok(true) => {
                 deleted += 1;
                 "deleted".to_string()
             }
-            Ok(Ok(false)) => "skipped".to_string(),
-            Ok(Err(e)) => format!("failed: {e}"),
+            Ok(false) => "skipped".to_string(),
             Err(e) => format!("failed: {e}"),
         };
         lines.push(format!("  {i:02} {}:{id} ({outcome})", provider.as_i64()));

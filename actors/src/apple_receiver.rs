@@ -20,14 +20,13 @@ use crate::apple::dispatch::{HandleAppleNotification, Handled, ReadAppleCheckpoi
 use crate::apple::notification::{AppleEnum, verify_and_decode};
 use crate::apple::verify::{Environment, Verifier};
 use crate::clock::SharedClock;
-use crate::db_writer::{AddUserError, Write, WriterHandle};
+use crate::db_writer::{AddUserError, Write, WriteError, WriterHandle};
 use crate::domain::keys::obfuscate;
 use crate::domain::time::format_date;
 use crate::domain::types::PaymentProvider;
 use crate::handle::{Handle, HandleLimits};
 use crate::health::{ActorHealth, Registry};
 use crate::outbound::HttpClient;
-use crate::store::ops::OpError;
 
 const NOTIFICATIONS: &str = "pro_apple_notifications_total";
 const NOTIFICATIONS_HELP: &str = "Apple notifications by source (webhook, catchup), type and outcome";
@@ -240,10 +239,9 @@ impl Core {
         let kind = n.type_label();
         let original = n.original_transaction_id().map(str::to_string);
         let outcome = match self.writer.send(Write(HandleAppleNotification(n))).await {
-            Ok(Ok(Handled::Applied)) => NotificationOutcome::Handled,
-            Ok(Ok(Handled::Duplicate)) => NotificationOutcome::Duplicate,
-            Ok(Err(OpError::Rejected(why))) => NotificationOutcome::Rejected(why),
-            Ok(Err(OpError::Store(e))) => NotificationOutcome::Unavailable(e.to_string()),
+            Ok(Handled::Applied) => NotificationOutcome::Handled,
+            Ok(Handled::Duplicate) => NotificationOutcome::Duplicate,
+            Err(WriteError::Rejected(why)) => NotificationOutcome::Rejected(why),
             Err(e) => NotificationOutcome::Unavailable(e.to_string()),
         };
         match &outcome {
@@ -272,10 +270,8 @@ impl Core {
         error!("Apple notification {kind} from {} failed (original transaction {subscription}): {why}", source.label());
         let Some(original) = original else { return };
         let cmd = AddUserError { provider: PaymentProvider::Apple, payment_id: original.to_string() };
-        match self.writer.send(Write(cmd)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => error!("Failed to record a user error for Apple subscription {subscription}: {e}"),
-            Err(e) => error!("Failed to record a user error for Apple subscription {subscription}: {e}"),
+        if let Err(e) = self.writer.send(Write(cmd)).await {
+            error!("Failed to record a user error for Apple subscription {subscription}: {e}");
         }
     }
 }
@@ -286,11 +282,7 @@ impl Core {
 async fn catch_up(core: Arc<Core>) {
     let count = |outcome: &str| core.registry.count(CATCHUP_RUNS, CATCHUP_RUNS_HELP, format!("outcome=\"{outcome}\""));
     let checkpoint = match core.writer.send(Write(ReadAppleCheckpoint)).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            error!("Apple notification catch-up could not read its checkpoint: {e}");
-            return count("failed");
-        }
+        Ok(c) => c,
         Err(e) => {
             error!("Apple notification catch-up could not read its checkpoint: {e}");
             return count("failed");
@@ -352,17 +344,13 @@ async fn catch_up(core: Arc<Core>) {
         }
     }
     match core.writer.send(Write(SetAppleCheckpoint(window.end_ms))).await {
-        Ok(Ok(())) => {
+        Ok(()) => {
             info!(
                 "Apple notification catch-up from {} to {}: {handled} handled, {failed} failed, {pages} page(s)",
                 format_date(window.start_ms),
                 format_date(window.end_ms)
             );
             count("completed");
-        }
-        Ok(Err(e)) => {
-            error!("Apple notification catch-up could not store its checkpoint: {e}");
-            count("failed");
         }
         Err(e) => {
             error!("Apple notification catch-up could not store its checkpoint: {e}");

@@ -215,6 +215,28 @@ impl<C: ReadCommand> Handler<Read<C>> for DbWriter {
     }
 }
 
+/// Why a write did not happen: the command's own refusal or storage failure, or the writer
+/// not taking it (overloaded, stopped, too slow). Nothing was committed in any case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The data does not allow the command; the text is for the caller.
+    #[error("{0}")]
+    Rejected(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Actor(#[from] ActorError),
+}
+
+impl From<OpError> for WriteError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Rejected(why) => Self::Rejected(why),
+            OpError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
 /// The typed front door of the writer.
 #[derive(Clone)]
 pub struct WriterHandle {
@@ -228,9 +250,9 @@ impl WriterHandle {
     }
 
     /// Runs a command; answers once it is committed (or failed).
-    pub async fn send<C: WriteCommand>(&self, msg: Write<C>) -> Result<Result<C::Output, OpError>, ActorError> {
+    pub async fn send<C: WriteCommand>(&self, msg: Write<C>) -> Result<C::Output, WriteError> {
         let token = QueueToken::new(&self.queued);
-        self.handle.deliver(move |reply| Job { cmd: msg.0, reply, token }).await
+        Ok(self.handle.deliver(move |reply| Job { cmd: msg.0, reply, token }).await??)
     }
 
     pub fn health(&self) -> &Arc<ActorHealth> {
@@ -388,11 +410,12 @@ mod tests {
         // Many concurrent commands end up sharing transactions; every other one fails.
         let answers = futures_util::future::join_all((0..100).map(|i| {
             let w = writer.clone();
-            async move { w.send(Write(Note { id: format!("n{i}"), fail: i % 2 == 1 })).await.unwrap() }
+            async move { w.send(Write(Note { id: format!("n{i}"), fail: i % 2 == 1 })).await }
         }))
         .await;
         for (i, a) in answers.iter().enumerate() {
-            assert_eq!(a.is_ok(), i % 2 == 0, "command {i}: {a:?}");
+            let want = if i % 2 == 0 { Ok(()) } else { Err(WriteError::Rejected(format!("n{i} refused"))) };
+            assert_eq!(a, &want, "command {i}");
         }
         assert_eq!(queued.load(Ordering::SeqCst), 0);
         let mut check = sqlite::open_reader(&target).unwrap();

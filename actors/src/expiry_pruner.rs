@@ -148,7 +148,7 @@ impl Handler<RunPrune> for ExpiryPruner {
                     }
                 };
                 match writer.send(Write(RunExpiry { job_ts: msg.job_ts })).await {
-                    Ok(Ok(report)) => {
+                    Ok(report) => {
                         health.record_success(clock.now_ms());
                         stats.last_prune_ms.store(clock.now_ms(), Ordering::Relaxed);
                         if report.already_done {
@@ -165,10 +165,6 @@ impl Handler<RunPrune> for ExpiryPruner {
                             info!("{summary}");
                             notify(&summary);
                         }
-                    }
-                    Ok(Err(e)) => {
-                        health.record_failure(clock.now_ms(), &e.to_string());
-                        error!("Daily pruning for {} failed: {e}", format_date(msg.job_ts - DAY_MS));
                     }
                     Err(e) => {
                         health.record_failure(clock.now_ms(), &e.to_string());

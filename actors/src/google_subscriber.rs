@@ -321,18 +321,15 @@ impl Worker {
                 expiry_unix_ts_ms: rtdn.event_ms.saturating_add(HISTORY_RETENTION_MS),
             };
             match self.s.writer.send(Write(record)).await {
-                Ok(Ok(Some(true))) => {
+                Ok(Some(true)) => {
                     count(&self.s.registry, "duplicate");
                     acks.push(msg.ack_id);
                 }
-                Ok(Ok(existing)) => {
+                Ok(existing) => {
                     if existing.is_some() {
                         count(&self.s.registry, "duplicate");
                     }
                     self.enqueue(msg.message_id, rtdn, msg.ack_id);
-                }
-                Ok(Err(e)) => {
-                    warn!("Recording Google notification {} failed ({e}); it will come again", msg.message_id)
                 }
                 Err(e) => warn!("Recording Google notification {} failed ({e}); it will come again", msg.message_id),
             }
@@ -413,11 +410,7 @@ impl Worker {
             action,
             mapping: self.s.cfg.mapping,
         };
-        match self.s.writer.send(Write(cmd)).await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(err) => Err(err.to_string()),
-        }
+        self.s.writer.send(Write(cmd)).await.map_err(|e| e.to_string())
     }
 
     async fn decide(&self, note: &SubscriptionNotification, event_ms: i64) -> Result<Action, String> {

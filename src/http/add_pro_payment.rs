@@ -1,13 +1,13 @@
 //! `POST /add_pro_payment`: a client claims a payment the backend witnessed from a store and
 //! receives the first proof for its rotating key.
 
-use pro_engine::db_writer::ClaimPayment;
+use pro_engine::db_writer::{ClaimPayment, Write, WriteError};
 use pro_engine::domain::hashes::add_pro_payment_hash;
 use pro_engine::domain::pyfmt::python_float_repr;
 use pro_engine::domain::time::{DAY_MS, YEAR_MS, clamp_proof_expiry, round_up_to_day};
 use pro_engine::domain::types::{PaymentProvider, PaymentTx, ProPlan, PubKeyBytes, RedeemOutcome};
 use pro_engine::google::mapping::ClaimableBy;
-use pro_engine::store::ops::{DevPayment, OpError};
+use pro_engine::store::ops::DevPayment;
 use serde_json::Value;
 use tracing::{error, info};
 
@@ -100,9 +100,9 @@ pub async fn handle(state: &AppState, body: &[u8]) -> Envelope {
     if let Err(refusal) = acknowledge_google_purchase(state, &master, &payment, &label).await {
         return refusal;
     }
-    let outcome = state.writer.send(pro_engine::db_writer::Write(ClaimPayment { master, payment, dev })).await;
+    let outcome = state.writer.send(Write(ClaimPayment { master, payment, dev })).await;
     match outcome {
-        Ok(Ok(RedeemOutcome::Success { gen_index, entitled_until })) => {
+        Ok(RedeemOutcome::Success { gen_index, entitled_until }) => {
             // Production proofs end on a day boundary; dev mode keeps exact times.
             let proposed = if state.dev { entitled_until } else { round_up_to_day(entitled_until) };
             match issue_proof(state, gen_index, rotating, clamp_proof_expiry(now, proposed)).await {
@@ -116,22 +116,22 @@ pub async fn handle(state: &AppState, body: &[u8]) -> Envelope {
                 }
             }
         }
-        Ok(Ok(RedeemOutcome::AlreadyRedeemed)) => {
+        Ok(RedeemOutcome::AlreadyRedeemed) => {
             Envelope::err1(STATUS_ALREADY_REDEEMED, format!("Payment was not redeemed, already redeemed TX: {label}"))
         }
-        Ok(Ok(RedeemOutcome::UnknownPayment)) => Envelope::err1(
+        Ok(RedeemOutcome::UnknownPayment) => Envelope::err1(
             STATUS_UNKNOWN_PAYMENT,
             format!("Payment was not redeemed, no payments were found matching the request tx: {label}"),
         ),
-        Ok(Err(OpError::Rejected(why))) => Envelope::err1(STATUS_GENERIC_ERROR, why),
-        Ok(Err(OpError::Store(e))) => {
+        Err(WriteError::Rejected(why)) => Envelope::err1(STATUS_GENERIC_ERROR, why),
+        Err(WriteError::Store(e)) => {
             error!("Redeeming payment {label} failed: {e}");
             Envelope::err1(
                 STATUS_GENERIC_ERROR,
                 format!("Payment was not redeemed due to a server error, try again: {e}"),
             )
         }
-        Err(e) => {
+        Err(WriteError::Actor(e)) => {
             error!("Redeeming payment {label} failed: {e}");
             Envelope::err1(STATUS_GENERIC_ERROR, format!("Payment was not redeemed, try again: {e}"))
         }

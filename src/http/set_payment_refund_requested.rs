@@ -1,11 +1,10 @@
 //! `POST /set_payment_refund_requested`: a device records (or clears, with 0) that a refund was
 //! requested for one of its own Apple payments.
 
-use pro_engine::db_writer::{SetRefundRequested, Write};
+use pro_engine::db_writer::{SetRefundRequested, Write, WriteError};
 use pro_engine::domain::hashes::set_refund_requested_hash;
 use pro_engine::domain::keys::verify_signature;
 use pro_engine::domain::types::{PaymentProvider, PaymentTx};
-use pro_engine::store::ops::OpError;
 use serde::Serialize;
 use tracing::error;
 
@@ -80,12 +79,8 @@ pub async fn handle(state: &AppState, body: &[u8]) -> Envelope {
     // Only the signer's own payment is touched; anything else answers `updated: false`.
     let cmd = SetRefundRequested { payment, refund_requested_unix_ts_ms: refund, owner: Some(master) };
     match state.writer.send(Write(cmd)).await {
-        Ok(Ok(updated)) => Envelope::ok(&Updated { updated, version: 0 }),
-        Ok(Err(OpError::Rejected(why))) => Envelope::err1(STATUS_GENERIC_ERROR, why),
-        Ok(Err(e)) => {
-            error!("Setting a refund request failed: {e}");
-            Envelope::err1(STATUS_GENERIC_ERROR, format!("Failed to update the refund request, try again: {e}"))
-        }
+        Ok(updated) => Envelope::ok(&Updated { updated, version: 0 }),
+        Err(WriteError::Rejected(why)) => Envelope::err1(STATUS_GENERIC_ERROR, why),
         Err(e) => {
             error!("Setting a refund request failed: {e}");
             Envelope::err1(STATUS_GENERIC_ERROR, format!("Failed to update the refund request, try again: {e}"))

@@ -18,9 +18,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pro_engine::ManualClock;
 use pro_engine::db_reader::ReadCommand;
-use pro_engine::db_writer::{Write, WriteCommand};
+use pro_engine::db_writer::{Write, WriteCommand, WriteError};
 use pro_engine::google_subscriber::GoogleTuning;
-use pro_engine::store::ops::OpError;
 use pro_engine::store::sqlite::TableDump;
 use pro_engine::store::{StoreResult, StoreTx};
 use serde_json::Value;
@@ -317,8 +316,8 @@ impl TestServer {
     }
 
     /// Runs a store operation through the real DbWriter (as the platforms and the pruner do).
-    pub async fn write<C: WriteCommand>(&self, cmd: C) -> Result<C::Output, OpError> {
-        self.state.writer.send(Write(cmd)).await.unwrap()
+    pub async fn write<C: WriteCommand>(&self, cmd: C) -> Result<C::Output, WriteError> {
+        self.state.writer.send(Write(cmd)).await
     }
 
     /// Direct read access to the database file, for assertions (SQLite only).
