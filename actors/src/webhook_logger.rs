@@ -12,6 +12,7 @@ use std::time::Duration;
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, WrapFuture};
 use tokio::sync::Notify;
 
+use crate::domain::pyfmt::py_json_string;
 use crate::domain::time::format_readable;
 use crate::health::{ActorHealth, Registry};
 use crate::outbound::HttpClient;
@@ -30,34 +31,10 @@ fn cut(s: &str, n: usize) -> String {
 
 /// The JSON body upstream sends, byte for byte: Python's default separators and ASCII escapes.
 pub fn webhook_body(message: &str, display_name: &str) -> String {
-    fn py_string(s: &str) -> String {
-        let mut out = String::with_capacity(s.len() + 2);
-        out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                '\u{8}' => out.push_str("\\b"),
-                '\u{c}' => out.push_str("\\f"),
-                c if (c as u32) < 0x20 || !c.is_ascii() => {
-                    let mut units = [0u16; 2];
-                    for u in c.encode_utf16(&mut units) {
-                        out.push_str(&format!("\\u{u:04x}"));
-                    }
-                }
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-        out
-    }
     format!(
         "{{\"text\": {}, \"display_name\": {}}}",
-        py_string(&format!("```\n{message}\n```")),
-        py_string(display_name)
+        py_json_string(&format!("```\n{message}\n```")),
+        py_json_string(display_name)
     )
 }
 
@@ -298,6 +275,11 @@ mod tests {
         assert_eq!(
             webhook_body("a\u{2026}\"b", "x"),
             "{\"text\": \"```\\na\\u2026\\\"b\\n```\", \"display_name\": \"x\"}"
+        );
+        // Controls, backslashes and characters beyond the BMP, as Python's json.dumps writes them.
+        assert_eq!(
+            webhook_body("\t\u{1}\\\u{7f}\u{1F600}", "\r\u{8}\u{c}"),
+            "{\"text\": \"```\\n\\t\\u0001\\\\\\u007f\\ud83d\\ude00\\n```\", \"display_name\": \"\\r\\b\\f\"}"
         );
     }
 

@@ -2,9 +2,9 @@
 //! upstream's Flask serialises them (sorted keys, compact, non-ASCII escaped, trailing newline).
 
 use std::fmt;
-use std::io;
 
 use bytes::Bytes;
+use pro_engine::domain::pyfmt::PyAsciiFormatter;
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
 
@@ -164,31 +164,11 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Escapes every non-ASCII character as `\uXXXX`, as Python's `json.dumps` does by default.
-struct AsciiFormatter;
-
-impl serde_json::ser::Formatter for AsciiFormatter {
-    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
-        let mut start = 0;
-        for (i, ch) in fragment.char_indices() {
-            if !ch.is_ascii() {
-                w.write_all(&fragment.as_bytes()[start..i])?;
-                let mut units = [0u16; 2];
-                for u in ch.encode_utf16(&mut units) {
-                    write!(w, "\\u{u:04x}")?;
-                }
-                start = i + ch.len_utf8();
-            }
-        }
-        w.write_all(&fragment.as_bytes()[start..])
-    }
-}
-
 /// Serialises `v` compactly with ASCII escapes and a trailing newline. Key order is the
 /// declaration order of the types, which are written in alphabetical order.
 pub fn to_body<T: Serialize>(v: &T) -> Bytes {
     let mut out = Vec::with_capacity(256);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, AsciiFormatter);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PyAsciiFormatter);
     if v.serialize(&mut ser).is_err() {
         out = br#"{"errors":["Internal error: response could not be serialised"],"status":1}"#.to_vec();
     }
@@ -257,6 +237,8 @@ mod tests {
             "{\"errors\":[\"TX: GooglePlayStore, google=(to\\u2026bc/GPA\\u2026678), rangeproof=\"],\"status\":100}\n"
         );
         assert!(std::str::from_utf8(&Envelope::err1(2, "\u{1F600}").body).unwrap().contains("\\ud83d\\ude00"));
+        // Python escapes DEL too (it is not printable ASCII).
+        assert_eq!(&Envelope::err1(2, "a\u{7f}").body[..], b"{\"errors\":[\"a\\u007f\"],\"status\":2}\n");
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! Formatting of numbers the way upstream's messages print them (Python `repr(float)`).
+//! Formatting the way upstream's Python prints things: floats in messages (`repr(float)`) and
+//! JSON strings (`json.dumps` with its default `ensure_ascii`).
+
+use std::io;
 
 /// Python's `repr` of a float: the shortest round-trip digits, positional between 1e-4 and
 /// 1e16, otherwise scientific with a signed two-digit exponent; integral values keep `.0`.
@@ -36,9 +39,49 @@ pub fn python_float_repr(x: f64) -> String {
     }
 }
 
+/// A compact serde_json formatter whose strings match Python's `json.dumps` default: every
+/// character outside printable ASCII (so DEL and all non-ASCII too) written as `\uXXXX` UTF-16
+/// units. Quotes, backslashes and controls below 0x20 already come out as Python writes them.
+pub struct PyAsciiFormatter;
+
+impl serde_json::ser::Formatter for PyAsciiFormatter {
+    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+        let mut start = 0;
+        for (i, ch) in fragment.char_indices() {
+            if !(' '..='~').contains(&ch) {
+                w.write_all(&fragment.as_bytes()[start..i])?;
+                let mut units = [0u16; 2];
+                for u in ch.encode_utf16(&mut units) {
+                    write!(w, "\\u{u:04x}")?;
+                }
+                start = i + ch.len_utf8();
+            }
+        }
+        w.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
+/// `s` as a JSON string literal, quoted and escaped as Python's `json.dumps` writes it.
+pub fn py_json_string(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde::Serialize::serialize(s, &mut serde_json::Serializer::with_formatter(&mut out, PyAsciiFormatter));
+    String::from_utf8(out).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_match_python() {
+        // json.dumps("a\u2026\"b\t\x01\\\x7f\U0001F600\r\b\f~ ")
+        assert_eq!(
+            py_json_string("a\u{2026}\"b\t\u{1}\\\u{7f}\u{1F600}\r\u{8}\u{c}~ "),
+            r#""a\u2026\"b\t\u0001\\\u007f\ud83d\ude00\r\b\f~ ""#
+        );
+        assert_eq!(py_json_string(""), "\"\"");
+    }
 
     #[test]
     fn matches_python_repr() {
