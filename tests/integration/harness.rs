@@ -72,16 +72,7 @@ impl Opts {
         }
     }
     pub fn prod(now: i64) -> Self {
-        Self {
-            dev: false,
-            now,
-            db: None,
-            env: vec![],
-            ini: None,
-            backend: Backend::Sqlite,
-            attach_pg: None,
-            prepare: None,
-        }
+        Self { dev: false, ..Self::dev(now) }
     }
     /// The same options on `backend`.
     pub fn on(self, backend: Backend) -> Self {
